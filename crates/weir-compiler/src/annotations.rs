@@ -1,0 +1,123 @@
+//! The Ingress annotations weir understands, and what happens to the rest.
+//!
+//! weir reads `weir.dev/*` and a safe subset of `nginx.ingress.kubernetes.io/*`
+//! so a manifest written for the retired ingress-nginx works unchanged where it
+//! can. Three outcomes for an annotation in those two namespaces:
+//! - understood: applied to the Ingress's routes;
+//! - refused: the whole Ingress is rejected. Snippets (raw nginx config, the
+//!   source of ingress-nginx's worst CVEs) and access-control annotations weir
+//!   does not implement yet: serving the routes without the protection the
+//!   author asked for would fail open;
+//! - not supported: served without it, with a warning naming the annotation.
+//!
+//! Annotations in other namespaces belong to other tools and are ignored.
+
+use std::collections::BTreeMap;
+
+use crate::diagnostics::Reporter;
+use crate::duration::parse_duration_ms;
+
+/// `weir.dev/request-timeout`: upstream response-header timeout, Go duration.
+pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
+/// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
+/// the manifest-folder provider where no EndpointSlice controller runs.
+pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
+/// The legacy class annotation, still honored when `ingressClassName` is unset.
+pub const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+/// Marks an IngressClass as the cluster default.
+pub const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+const WEIR_PREFIX: &str = "weir.dev/";
+const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+/// ingress-nginx's read timeout, in seconds: the closest thing to weir's
+/// upstream response timeout.
+const NGINX_PROXY_READ_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-read-timeout";
+
+/// Annotations that, when not honored, would expose what the author meant to
+/// protect. Matched by suffix after the nginx prefix.
+fn refused_nginx(name: &str) -> Option<&'static str> {
+    if name.ends_with("-snippet") || name == "snippet" {
+        return Some(
+            "snippet annotations inject raw proxy configuration and are refused; express the intent with weir.dev annotations or a GatewayPolicy",
+        );
+    }
+    const FAIL_OPEN: &[&str] = &[
+        "auth-url",
+        "auth-type",
+        "auth-secret",
+        "auth-signin",
+        "auth-tls-secret",
+        "auth-tls-verify-client",
+        "whitelist-source-range",
+        "allowlist-source-range",
+        "denylist-source-range",
+        "global-auth-url",
+    ];
+    if FAIL_OPEN.contains(&name) {
+        return Some(
+            "this access-control annotation is not implemented by weir; the Ingress is not served rather than served unprotected (use a GatewayPolicy)",
+        );
+    }
+    None
+}
+
+/// Settings an Ingress's annotations contribute to its routes.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct IngressSettings {
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+/// Reads an Ingress's annotations, reporting every one weir refuses or does
+/// not support. Errors reported here reject the Ingress.
+pub(crate) fn ingress_settings(
+    annotations: Option<&BTreeMap<String, String>>,
+    report: &mut Reporter<'_>,
+) -> IngressSettings {
+    let mut settings = IngressSettings::default();
+    let Some(annotations) = annotations else {
+        return settings;
+    };
+    let field = |k: &str| Some(format!("metadata.annotations[{k:?}]"));
+    for (key, value) in annotations {
+        if key == WEIR_REQUEST_TIMEOUT {
+            match parse_duration_ms(value) {
+                Ok(ms) if ms > 0 => settings.timeout_ms = Some(ms),
+                Ok(_) => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    "timeout must be positive".into(),
+                ),
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == NGINX_PROXY_READ_TIMEOUT {
+            // weir.dev wins when both are set.
+            if annotations.contains_key(WEIR_REQUEST_TIMEOUT) {
+                continue;
+            }
+            match value.trim().parse::<u64>() {
+                Ok(s) if (1..=86_400).contains(&s) => settings.timeout_ms = Some(s * 1000),
+                _ => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!("{value:?} is not a number of seconds between 1 and 86400"),
+                ),
+            }
+        } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
+            match refused_nginx(name) {
+                Some(why) => report.error(field(key), "AnnotationRefused", why.into()),
+                None => report.warn(
+                    field(key),
+                    "AnnotationNotSupported",
+                    "ingress-nginx annotation not supported by weir; ignored".into(),
+                ),
+            }
+        } else if key.starts_with(WEIR_PREFIX) {
+            report.warn(
+                field(key),
+                "AnnotationNotSupported",
+                "unknown weir.dev annotation; ignored".into(),
+            );
+        }
+    }
+    settings
+}

@@ -1,0 +1,188 @@
+//! The compiled routing model: what the control plane publishes and the data
+//! plane serves.
+//!
+//! ```text
+//!  compile(objects) ──▶ Snapshot ──watch──▶ proxy builds its RouteTable once per swap
+//! ```
+//!
+//! Everything here is plain, immutable data: no I/O, no Kubernetes types, no
+//! runtime state. A snapshot is shared as `Arc<Snapshot>`, so publishing it
+//! and holding it for the life of a request costs one reference count.
+//! Collections are sorted so that a snapshot serializes deterministically,
+//! which is what makes the compiler's golden files reviewable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+/// One immutable, complete routing configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Virtual hosts, sorted by host (exact names, then wildcards, then the
+    /// catch-all), each with its routes in match-precedence order.
+    pub hosts: Vec<VirtualHost>,
+    /// Served when no virtual host or route matches (`--default-backend`, or
+    /// the `defaultBackend` of an Ingress without host rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<RouteAction>,
+    /// Every upstream a route refers to, by name.
+    pub upstreams: BTreeMap<UpstreamName, Upstream>,
+}
+
+impl Snapshot {
+    /// The number of routes across all virtual hosts, for metrics and logs.
+    pub fn route_count(&self) -> usize {
+        self.hosts.iter().map(|h| h.routes.len()).sum()
+    }
+}
+
+/// The hosts a virtual host answers for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HostMatch {
+    /// One lower-case DNS name, e.g. `shop.example.com`.
+    Exact(String),
+    /// `*.example.com`: exactly one extra leading label, as the Ingress spec
+    /// defines it (`a.example.com` matches, `a.b.example.com` does not).
+    /// Holds the suffix including its leading dot: `.example.com`.
+    Wildcard(String),
+    /// Rules without a host: any host that no other virtual host claims.
+    Any,
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(suffix) => write!(f, "*{suffix}"),
+            HostMatch::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// Routes for one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VirtualHost {
+    /// Which hosts this entry answers for.
+    pub host: HostMatch,
+    /// Routes in precedence order: the first match wins.
+    pub routes: Vec<Route>,
+    /// Served for requests to this host that match no route (the
+    /// `defaultBackend` of an Ingress that has rules for this host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<RouteAction>,
+}
+
+/// One path match and where it sends traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Stable, low-cardinality name used in metrics and logs:
+    /// `<namespace>/<ingress>`.
+    pub name: String,
+    /// The path condition.
+    pub path: PathMatch,
+    /// What to do with a matching request.
+    pub action: RouteAction,
+}
+
+/// A path condition, already validated and normalized by the compiler.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    /// The whole path equals this string (case-sensitive).
+    Exact(String),
+    /// The path starts with these `/`-separated elements. Stored without a
+    /// trailing slash (`/` itself is the empty element list), because the
+    /// Ingress spec ignores one: `/foo/` and `/foo` match the same requests.
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// Whether `path` (already normalized by the data plane) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => prefix_matches(p, path),
+        }
+    }
+}
+
+/// Element-wise prefix match as the Ingress spec defines it: `/foo` matches
+/// `/foo`, `/foo/` and `/foo/bar` but not `/foobar`. `prefix` carries no
+/// trailing slash; the empty prefix (from `/`) matches every path.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Where a matching request goes and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteAction {
+    /// Name of the route in metrics when this action is a fallback.
+    pub name: String,
+    /// Weighted backends; today one, canaries add more.
+    pub backends: Vec<WeightedBackend>,
+    /// Upstream response-header timeout for this route; `None` means the
+    /// proxy's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One backend of a route with its share of traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WeightedBackend {
+    /// The upstream, a key of [`Snapshot::upstreams`].
+    pub upstream: UpstreamName,
+    /// Relative weight, 0–1000.
+    pub weight: u32,
+}
+
+/// The name of an upstream: `<namespace>/<service>:<port>`. Stable across
+/// snapshots, so runtime state (pools, balancer positions, health) keyed by
+/// it survives a swap.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct UpstreamName(pub String);
+
+impl fmt::Display for UpstreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A set of interchangeable endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    /// Ready endpoints, sorted and de-duplicated. Empty means every request
+    /// routed here gets 503, which is how a Service with no ready pods must
+    /// behave.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_element_wise() {
+        assert!(prefix_matches("/foo", "/foo"));
+        assert!(prefix_matches("/foo", "/foo/"));
+        assert!(prefix_matches("/foo", "/foo/bar"));
+        assert!(!prefix_matches("/foo", "/foobar"));
+        assert!(!prefix_matches("/foo/bar", "/foo"));
+        assert!(prefix_matches("", "/"));
+        assert!(prefix_matches("", "/anything/at/all"));
+    }
+
+    #[test]
+    fn exact_is_exact() {
+        let m = PathMatch::Exact("/foo".into());
+        assert!(m.matches("/foo"));
+        assert!(!m.matches("/foo/"));
+        assert!(!m.matches("/Foo"));
+    }
+}
