@@ -1,1 +1,100 @@
-//! placeholder
+//! Test support for weir's end-to-end tests: real upstream HTTP servers, the
+//! real `weir` binary in a child process, and HTTP clients (pooled, HTTP/2
+//! prior knowledge, and raw TCP for malformed requests).
+
+pub mod client;
+pub mod upstream;
+pub mod weir;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh, empty folder.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "weir-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// Writes `name` atomically (write + rename), as editors and ConfigMap
+    /// updates do.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, self.0.join(name)).expect("rename into place");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
+/// after `deadline`. For conditions that have no event to await.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Manifests for one Service with static endpoints (`weir.dev/upstream`) and
+/// one Ingress path to it.
+pub fn route_yaml(
+    ingress: &str,
+    host: &str,
+    path: &str,
+    path_type: &str,
+    service: &str,
+    upstream: &str,
+) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {ingress}}}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: \"{path}\", pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
+---
+{}",
+        service_yaml(service, upstream)
+    )
+}
+
+/// A Service with static endpoints.
+pub fn service_yaml(service: &str, upstream: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {service}, annotations: {{weir.dev/upstream: \"{upstream}\"}}}}
+spec: {{ports: [{{port: 80}}]}}
+"
+    )
+}

@@ -186,3 +186,15 @@ mod tests {
         assert!(!m.matches("/Foo"));
     }
 }
+
+/// What providers publish on the `tokio::sync::watch` channel: a snapshot and
+/// its generation, which increases by one each time a different snapshot is
+/// published. The channel holds `None` until the first snapshot, which is how
+/// `/readyz` knows whether there is anything to serve.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// Monotonic generation, starting at 1.
+    pub generation: u64,
+    /// The snapshot.
+    pub snapshot: std::sync::Arc<Snapshot>,
+}

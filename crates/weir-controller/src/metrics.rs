@@ -1,0 +1,70 @@
+//! Control-plane metrics: compile time, publications, diagnostics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use weir_compiler::{Diagnostic, Severity};
+
+/// Metrics shared by the providers.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    /// `weir_snapshot_compile_seconds`.
+    pub compile_seconds: Histogram,
+    /// `weir_snapshots_published_total`.
+    pub published: IntCounter,
+    /// `weir_config_diagnostics{severity, reason}`: findings of the last compile.
+    diagnostics: IntGaugeVec,
+    /// `weir_manifest_errors`: manifest documents that could not be read.
+    pub manifest_errors: IntGauge,
+}
+
+impl ControllerMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let compile_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "weir_snapshot_compile_seconds",
+                "Time to compile objects into a snapshot.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        let published = IntCounter::new(
+            "weir_snapshots_published_total",
+            "Snapshots published to the data plane (compiles that changed something).",
+        )?;
+        let diagnostics = IntGaugeVec::new(
+            Opts::new(
+                "weir_config_diagnostics",
+                "Findings of the last compile, by severity and reason (see the logs for objects).",
+            ),
+            &["severity", "reason"],
+        )?;
+        let manifest_errors = IntGauge::new(
+            "weir_manifest_errors",
+            "Manifest documents or files that could not be read in the last load.",
+        )?;
+        registry.register(Box::new(compile_seconds.clone()))?;
+        registry.register(Box::new(published.clone()))?;
+        registry.register(Box::new(diagnostics.clone()))?;
+        registry.register(Box::new(manifest_errors.clone()))?;
+        Ok(ControllerMetrics {
+            compile_seconds,
+            published,
+            diagnostics,
+            manifest_errors,
+        })
+    }
+
+    pub(crate) fn record_diagnostics(&self, diagnostics: &[Diagnostic]) {
+        self.diagnostics.reset();
+        for d in diagnostics {
+            let severity = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            self.diagnostics
+                .with_label_values(&[severity, d.reason])
+                .inc();
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Request-framing guard for HTTP/1 connections.
+//!
+//! hyper resolves a request that carries both `Transfer-Encoding` and
+//! `Content-Length` the way RFC 9112 §6.1 allows (chunked wins, the length is
+//! dropped, the connection closes after the response), and silently collapses
+//! repeated identical `Content-Length` lines. The request handler never sees
+//! either. A security boundary must refuse such requests instead: a device in
+//! front of weir may have framed the same bytes differently, which is how
+//! request smuggling works.
+//!
+//! [`FramingGuard`] wraps the client stream and follows the HTTP/1 framing of
+//! every byte hyper reads: it parses each request head with `httparse` (the
+//! parser hyper uses, so both agree on where heads start) and skips bodies by
+//! `Content-Length` or by chunk sizes, so body bytes are never mistaken for a
+//! head. When a head is ambiguous it marks the connection; the handler then
+//! answers 400 and the connection closes. A pipelining client that sends an
+//! ambiguous request may see the request before it refused too: the whole
+//! connection is untrusted from that point.
+//!
+//! When the tracker meets something it cannot follow (an HTTP/2 preface, a
+//! head hyper will itself reject, an upgrade) it stops tracking and marks
+//! nothing: hyper refuses malformed input on its own.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between the guard (writer) and the request handler (reader).
+#[derive(Debug, Default)]
+pub struct ConnFraming {
+    ambiguous: AtomicBool,
+}
+
+impl ConnFraming {
+    /// Whether a request head on this connection had ambiguous framing.
+    pub fn is_ambiguous(&self) -> bool {
+        self.ambiguous.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a request head.
+    Head,
+    /// Skipping this many body bytes.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Skipping chunk data.
+    ChunkData(u64),
+    /// Reading the CRLF after chunk data.
+    ChunkEnd,
+    /// Reading trailer lines until an empty one.
+    Trailers,
+    /// No longer tracking.
+    Off,
+}
+
+/// Largest head the tracker buffers; hyper refuses larger ones anyway.
+const MAX_HEAD: usize = 256 * 1024;
+
+/// The framing state machine, separate from I/O so it can be tested on bytes.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    state: State,
+    buf: Vec<u8>,
+}
+
+impl Tracker {
+    pub(crate) fn new() -> Self {
+        Tracker {
+            state: State::Head,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Consumes bytes as read from the client. Returns `true` when a request
+    /// head with ambiguous framing was seen.
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> bool {
+        let mut ambiguous = false;
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return ambiguous,
+                State::Body(n) => {
+                    let take = (n as usize).min(data.len());
+                    data = &data[take..];
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        State::Head
+                    } else {
+                        State::Body(left)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = (n as usize).min(data.len());
+                    data = &data[take..];
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                }
+                State::Head => {
+                    // Leading empty lines before a request line are allowed
+                    // (RFC 9112 §2.2) and hyper skips them.
+                    if self.buf.is_empty() {
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            break;
+                        }
+                    }
+                    let before = self.buf.len();
+                    self.buf.extend_from_slice(data);
+                    match self.parse_head() {
+                        Some((head_len, verdict)) => {
+                            ambiguous |= verdict;
+                            let consumed = head_len - before;
+                            data = &data[consumed..];
+                            self.buf.clear();
+                        }
+                        None => {
+                            if self.buf.len() > MAX_HEAD {
+                                self.state = State::Off;
+                            }
+                            return ambiguous;
+                        }
+                    }
+                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+                        self.buf.extend_from_slice(data);
+                        if self.buf.len() > 4096 {
+                            self.state = State::Off;
+                        }
+                        return ambiguous;
+                    };
+                    self.buf.extend_from_slice(&data[..nl]);
+                    data = &data[nl + 1..];
+                    let line = std::mem::take(&mut self.buf);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = match self.state {
+                        State::ChunkSize => match chunk_size(line) {
+                            Some(0) => State::Trailers,
+                            Some(n) => State::ChunkData(n),
+                            None => State::Off,
+                        },
+                        State::ChunkEnd if line.is_empty() => State::ChunkSize,
+                        State::Trailers if line.is_empty() => State::Head,
+                        State::Trailers => State::Trailers,
+                        _ => State::Off,
+                    };
+                }
+            }
+        }
+        ambiguous
+    }
+
+    /// Parses the buffered head. `None` while incomplete (or when tracking
+    /// stopped); otherwise the head's length and whether it was ambiguous.
+    fn parse_head(&mut self) -> Option<(usize, bool)> {
+        if self.buf.starts_with(b"PRI * HTTP/2.0") {
+            self.state = State::Off;
+            return None;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 256];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => {
+                self.state = State::Off;
+                return None;
+            }
+        };
+        let mut content_lengths = 0;
+        let mut length = None;
+        let mut te: Option<&[u8]> = None;
+        let mut transfer_encodings = 0;
+        let mut upgrade = false;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                content_lengths += 1;
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                transfer_encodings += 1;
+                te = Some(h.value);
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        let ambiguous = (content_lengths > 0 && transfer_encodings > 0) || content_lengths > 1;
+        self.state = if ambiguous || upgrade || req.method == Some("CONNECT") {
+            // The handler refuses this request and the connection ends.
+            State::Off
+        } else if transfer_encodings > 0 {
+            let chunked_last = te
+                .and_then(|v| v.rsplit(|b| *b == b',').next())
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked_last {
+                State::ChunkSize
+            } else {
+                State::Off
+            }
+        } else {
+            match (content_lengths, length) {
+                (0, _) | (1, Some(0)) => State::Head,
+                (1, Some(n)) => State::Body(n),
+                _ => State::Off,
+            }
+        };
+        Some((len, ambiguous))
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|b| *b == b';').next()?.trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// A client stream whose reads feed a [`Tracker`].
+pub struct FramingGuard<IO> {
+    inner: IO,
+    tracker: Tracker,
+    shared: Arc<ConnFraming>,
+}
+
+impl<IO> FramingGuard<IO> {
+    /// Wraps `inner`; `shared` is what the handler checks.
+    pub fn new(inner: IO, shared: Arc<ConnFraming>) -> Self {
+        FramingGuard {
+            inner,
+            tracker: Tracker::new(),
+            shared,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll {
+            let fresh = &buf.filled()[before..];
+            if this.tracker.state != State::Off && this.tracker.feed(fresh) {
+                this.shared.ambiguous.store(true, Ordering::Release);
+            }
+        }
+        poll
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(chunks: &[&[u8]]) -> bool {
+        let mut t = Tracker::new();
+        chunks.iter().fold(false, |acc, c| acc | t.feed(c))
+    }
+
+    /// Feeds a byte at a time: the verdict must not depend on read sizes.
+    fn bytewise(data: &[u8]) -> bool {
+        let mut t = Tracker::new();
+        data.iter()
+            .fold(false, |acc, b| acc | t.feed(std::slice::from_ref(b)))
+    }
+
+    #[test]
+    fn clean_requests_pass() {
+        let s = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET /z HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(!feed_all(&[s]));
+        assert!(!bytewise(s));
+    }
+
+    #[test]
+    fn body_text_is_not_a_head() {
+        let body = "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let s = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            body.len()
+        );
+        assert!(!feed_all(&[s.as_bytes()]));
+        assert!(!bytewise(s.as_bytes()));
+    }
+
+    #[test]
+    fn ambiguous_heads_are_flagged() {
+        for s in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert!(feed_all(&[s]), "{}", String::from_utf8_lossy(s));
+            assert!(bytewise(s), "{}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
+    fn h2_preface_stops_tracking() {
+        let mut t = Tracker::new();
+        assert!(!t.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert_eq!(t.state, State::Off);
+    }
+}

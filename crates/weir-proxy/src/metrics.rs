@@ -1,0 +1,152 @@
+//! Data-plane metrics. Labels are route and upstream *names* from the
+//! snapshot, never request paths, hosts or client addresses, so the series
+//! count is bounded by configuration, not by traffic.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Route label for requests that matched no route (404, 400, 431...).
+pub const NO_ROUTE: &str = "none";
+
+/// Metrics of the proxy, registered once per process.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    /// Generation of the snapshot being served.
+    pub snapshot_generation: IntGauge,
+    /// Routes in the snapshot being served.
+    pub snapshot_routes: IntGauge,
+    /// Client connections currently open.
+    pub open_connections: IntGauge,
+}
+
+/// Upstream failure kinds, the `kind` label of `weir_upstream_errors_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum UpstreamErrorKind {
+    /// TCP connect failed or the connection broke before a response.
+    Connect,
+    /// No response headers within the route timeout.
+    Timeout,
+    /// No ready endpoints.
+    NoEndpoints,
+}
+
+impl ProxyMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "weir_requests_total",
+                "Requests answered, by route and status class.",
+            ),
+            &["route", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_request_duration_seconds",
+                "Time from request received to response headers sent, by route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "weir_upstream_errors_total",
+                "Requests that failed toward the upstream, by route and kind (connect, timeout, no_endpoints).",
+            ),
+            &["route", "kind"],
+        )?;
+        let snapshot_generation = IntGauge::new(
+            "weir_snapshot_generation",
+            "Generation of the routing snapshot the data plane serves.",
+        )?;
+        let snapshot_routes = IntGauge::new(
+            "weir_snapshot_routes",
+            "Routes in the snapshot the data plane serves.",
+        )?;
+        let open_connections = IntGauge::new(
+            "weir_open_connections",
+            "Client connections currently open.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(snapshot_generation.clone()))?;
+        registry.register(Box::new(snapshot_routes.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        Ok(ProxyMetrics {
+            requests,
+            duration,
+            upstream_errors,
+            snapshot_generation,
+            snapshot_routes,
+            open_connections,
+        })
+    }
+
+    /// Resolves the per-route series once, when a snapshot is installed, so
+    /// the request path only touches atomics.
+    pub(crate) fn route(&self, route: &str) -> RouteMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[route, c]);
+        let err = |k: &str| self.upstream_errors.with_label_values(&[route, k]);
+        RouteMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self.duration.with_label_values(&[route]),
+            connect_errors: err("connect"),
+            timeouts: err("timeout"),
+            no_endpoints: err("no_endpoints"),
+        }
+    }
+
+    /// Drops the series of routes that no longer exist, so removed routes do
+    /// not accumulate in the registry.
+    pub(crate) fn forget_route(&self, route: &str) {
+        for c in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            let _ = self.requests.remove_label_values(&[route, c]);
+        }
+        let _ = self.duration.remove_label_values(&[route]);
+        for k in ["connect", "timeout", "no_endpoints"] {
+            let _ = self.upstream_errors.remove_label_values(&[route, k]);
+        }
+    }
+}
+
+/// Pre-resolved series of one route.
+#[derive(Clone)]
+pub(crate) struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    duration: Histogram,
+    connect_errors: IntCounter,
+    timeouts: IntCounter,
+    no_endpoints: IntCounter,
+}
+
+impl RouteMetrics {
+    pub(crate) fn observe(&self, status: u16, seconds: f64) {
+        let idx = usize::from((status / 100).clamp(1, 5) - 1);
+        if let Some(c) = self.by_class.get(idx) {
+            c.inc();
+        }
+        self.duration.observe(seconds);
+    }
+
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
+        match kind {
+            UpstreamErrorKind::Connect => self.connect_errors.inc(),
+            UpstreamErrorKind::Timeout => self.timeouts.inc(),
+            UpstreamErrorKind::NoEndpoints => self.no_endpoints.inc(),
+        }
+    }
+}

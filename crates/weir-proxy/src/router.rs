@@ -1,0 +1,315 @@
+//! The data plane's view of a snapshot: hash maps built once per swap so a
+//! lookup costs a handful of hash probes whatever the number of routes.
+//!
+//! Lookup order: exact host, then `*.` wildcard (one label), then the
+//! catch-all; inside a host, the Exact path, then the longest Prefix found by
+//! probing the request path's element boundaries from the longest down (at
+//! most one probe per `/`), then the host's fallback; finally the snapshot's
+//! default backend.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::uri::Authority;
+use weir_snapshot::{HostMatch, PathMatch, RouteAction, Snapshot};
+
+use crate::metrics::{ProxyMetrics, RouteMetrics};
+
+/// One upstream endpoint with its URI authority prepared.
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: Authority,
+}
+
+/// Runtime form of an upstream: endpoints and the round-robin cursor.
+pub(crate) struct Upstream {
+    endpoints: Box<[Endpoint]>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    /// Next endpoint in round-robin order, `None` when there is none.
+    pub(crate) fn pick(&self) -> Option<&Endpoint> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        self.endpoints.get(i)
+    }
+}
+
+/// Where a matched request goes.
+pub(crate) struct Target {
+    pub(crate) name: Arc<str>,
+    backends: Box<[(Arc<Upstream>, u32)]>,
+    total_weight: u32,
+    cursor: AtomicUsize,
+    pub(crate) timeout: Duration,
+    pub(crate) metrics: RouteMetrics,
+}
+
+impl Target {
+    /// The upstream for this request, weighted across backends.
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
+        match self.backends.as_ref() {
+            [] => None,
+            [(only, _)] => Some(only),
+            many => {
+                let total = self.total_weight.max(1) as usize;
+                let mut slot = (self.cursor.fetch_add(1, Ordering::Relaxed) % total) as u32;
+                for (u, w) in many {
+                    if slot < *w {
+                        return Some(u);
+                    }
+                    slot -= w;
+                }
+                many.first().map(|(u, _)| u.as_ref())
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct HostTable {
+    exact: HashMap<Box<str>, Arc<Target>>,
+    prefix: HashMap<Box<str>, Arc<Target>>,
+    fallback: Option<Arc<Target>>,
+}
+
+/// Routing tables of one snapshot.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    exact_hosts: HashMap<Box<str>, HostTable>,
+    wildcard_hosts: HashMap<Box<str>, HostTable>,
+    any_host: Option<HostTable>,
+    default: Option<Arc<Target>>,
+    /// Route names, to retire metric series when a route goes away.
+    pub(crate) route_names: HashSet<Arc<str>>,
+}
+
+impl RouteTable {
+    pub(crate) fn build(
+        snapshot: &Snapshot,
+        metrics: &ProxyMetrics,
+        default_timeout: Duration,
+    ) -> Self {
+        let upstreams: HashMap<&str, Arc<Upstream>> = snapshot
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let endpoints = u
+                    .endpoints
+                    .iter()
+                    .filter_map(|addr| {
+                        let authority = Authority::try_from(addr.to_string()).ok()?;
+                        Some(Endpoint {
+                            addr: *addr,
+                            authority,
+                        })
+                    })
+                    .collect();
+                let up = Upstream {
+                    endpoints,
+                    next: AtomicUsize::new(0),
+                };
+                (name.0.as_str(), Arc::new(up))
+            })
+            .collect();
+        let mut names: HashMap<Arc<str>, RouteMetrics> = HashMap::new();
+        let mut target = |action: &RouteAction| -> Arc<Target> {
+            let name: Arc<str> = Arc::from(action.name.as_str());
+            let route_metrics = names
+                .entry(name.clone())
+                .or_insert_with(|| metrics.route(&name))
+                .clone();
+            let backends: Box<[(Arc<Upstream>, u32)]> = action
+                .backends
+                .iter()
+                .filter_map(|b| Some((upstreams.get(b.upstream.0.as_str())?.clone(), b.weight)))
+                .collect();
+            Arc::new(Target {
+                total_weight: backends.iter().map(|(_, w)| *w).sum(),
+                backends,
+                cursor: AtomicUsize::new(0),
+                name,
+                timeout: action
+                    .timeout_ms
+                    .map_or(default_timeout, Duration::from_millis),
+                metrics: route_metrics,
+            })
+        };
+
+        let mut table = RouteTable::default();
+        for vhost in &snapshot.hosts {
+            let mut host = HostTable::default();
+            for route in &vhost.routes {
+                let t = target(&route.action);
+                let (map, key) = match &route.path {
+                    PathMatch::Exact(p) => (&mut host.exact, p),
+                    PathMatch::Prefix(p) => (&mut host.prefix, p),
+                };
+                map.entry(key.as_str().into()).or_insert(t);
+            }
+            host.fallback = vhost.fallback.as_ref().map(&mut target);
+            match &vhost.host {
+                HostMatch::Exact(h) => {
+                    table.exact_hosts.insert(h.as_str().into(), host);
+                }
+                HostMatch::Wildcard(suffix) => {
+                    table.wildcard_hosts.insert(suffix.as_str().into(), host);
+                }
+                HostMatch::Any => table.any_host = Some(host),
+            }
+        }
+        table.default = snapshot.default_backend.as_ref().map(&mut target);
+        table.route_names = names.into_keys().collect();
+        table
+    }
+
+    /// Finds the target for a lower-case, port-less `host` and a normalized
+    /// `path`.
+    pub(crate) fn find(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
+        let vhost = self
+            .exact_hosts
+            .get(host)
+            .or_else(|| {
+                let dot = host.find('.')?;
+                // `*.example.com` needs a non-empty first label.
+                if dot == 0 {
+                    return None;
+                }
+                self.wildcard_hosts.get(&host[dot..])
+            })
+            .or(self.any_host.as_ref());
+        vhost.and_then(|h| h.find(path)).or(self.default.as_ref())
+    }
+}
+
+impl HostTable {
+    fn find(&self, path: &str) -> Option<&Arc<Target>> {
+        if let Some(t) = self.exact.get(path) {
+            return Some(t);
+        }
+        if !self.prefix.is_empty() {
+            // Prefixes are stored without a trailing slash; probe the whole
+            // path (unless it ends in '/') and then every element boundary.
+            if !path.ends_with('/')
+                && let Some(t) = self.prefix.get(path)
+            {
+                return Some(t);
+            }
+            let mut end = path.len();
+            while let Some(i) = path[..end].rfind('/') {
+                if let Some(t) = self.prefix.get(&path[..i]) {
+                    return Some(t);
+                }
+                end = i;
+            }
+        }
+        self.fallback.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_snapshot::{
+        Route, Upstream as SnapUpstream, UpstreamName, VirtualHost, WeightedBackend,
+    };
+
+    fn action(name: &str) -> RouteAction {
+        RouteAction {
+            name: name.into(),
+            backends: vec![WeightedBackend {
+                upstream: UpstreamName("u".into()),
+                weight: 1,
+            }],
+            timeout_ms: None,
+        }
+    }
+
+    fn route(name: &str, path: PathMatch) -> Route {
+        Route {
+            name: name.into(),
+            path,
+            action: action(name),
+        }
+    }
+
+    fn table() -> RouteTable {
+        let snapshot = Snapshot {
+            hosts: vec![
+                VirtualHost {
+                    host: HostMatch::Exact("shop.example.com".into()),
+                    routes: vec![
+                        route("exact-foo", PathMatch::Exact("/foo".into())),
+                        route("prefix-foo", PathMatch::Prefix("/foo".into())),
+                        route("prefix-foo-bar", PathMatch::Prefix("/foo/bar".into())),
+                        route("root", PathMatch::Prefix("".into())),
+                    ],
+                    fallback: None,
+                },
+                VirtualHost {
+                    host: HostMatch::Wildcard(".example.com".into()),
+                    routes: vec![route("wild", PathMatch::Prefix("/api".into()))],
+                    fallback: Some(action("wild-fallback")),
+                },
+                VirtualHost {
+                    host: HostMatch::Any,
+                    routes: vec![route("any", PathMatch::Exact("/health".into()))],
+                    fallback: None,
+                },
+            ],
+            default_backend: Some(action("global")),
+            upstreams: [(
+                UpstreamName("u".into()),
+                SnapUpstream {
+                    endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+                },
+            )]
+            .into(),
+        };
+        let metrics = ProxyMetrics::register(&prometheus::Registry::new()).unwrap();
+        RouteTable::build(&snapshot, &metrics, Duration::from_secs(1))
+    }
+
+    fn name(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.find(host, path).map(|t| t.name.to_string())
+    }
+
+    #[test]
+    fn ingress_spec_path_table() {
+        let t = table();
+        let h = "shop.example.com";
+        assert_eq!(name(&t, h, "/foo").as_deref(), Some("exact-foo"));
+        assert_eq!(name(&t, h, "/foo/").as_deref(), Some("prefix-foo"));
+        assert_eq!(name(&t, h, "/foo/baz").as_deref(), Some("prefix-foo"));
+        assert_eq!(name(&t, h, "/foo/bar").as_deref(), Some("prefix-foo-bar"));
+        assert_eq!(name(&t, h, "/foo/bar/").as_deref(), Some("prefix-foo-bar"));
+        assert_eq!(name(&t, h, "/foo/barista").as_deref(), Some("prefix-foo"));
+        assert_eq!(name(&t, h, "/foobar").as_deref(), Some("root"));
+        assert_eq!(name(&t, h, "/").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn host_order() {
+        let t = table();
+        assert_eq!(name(&t, "a.example.com", "/api/x").as_deref(), Some("wild"));
+        assert_eq!(
+            name(&t, "a.example.com", "/other").as_deref(),
+            Some("wild-fallback")
+        );
+        // One label only.
+        assert_eq!(
+            name(&t, "a.b.example.com", "/health").as_deref(),
+            Some("any")
+        );
+        assert_eq!(name(&t, ".example.com", "/health").as_deref(), Some("any"));
+        assert_eq!(name(&t, "other.test", "/health").as_deref(), Some("any"));
+        assert_eq!(name(&t, "other.test", "/nope").as_deref(), Some("global"));
+    }
+}

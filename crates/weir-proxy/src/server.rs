@@ -1,0 +1,116 @@
+//! Client-facing listeners: HTTP/1.1 and h2c (prior knowledge) on one port,
+//! protocol limits, and graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::framing::{ConnFraming, FramingGuard};
+use crate::{ConnInfo, Proxy};
+
+/// A bound listener and what it serves.
+pub struct Listener {
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// `http` (TLS listeners come later).
+    pub proto: &'static str,
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// waits up to `drain` for in-flight requests; connections still open after
+/// that are closed. Returns how many connections were cut off.
+pub async fn serve(
+    listener: Listener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> usize {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.config.header_read_timeout)
+        // hyper's own limits sit above weir's (checked in the handler with a
+        // JSON answer), as a backstop against oversized heads.
+        .max_headers(proxy.config.max_headers * 2)
+        .max_buf_size((proxy.config.max_header_bytes + proxy.config.max_uri_len) * 2 + 8192)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(proxy.config.max_header_bytes * 2).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let proto = listener.proto;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.socket.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "Accept failed.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, peer, proto, &proxy, &builder, &graceful);
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open, "Draining connections.");
+    tokio::select! {
+        () = graceful.shutdown() => { tracing::info!("All connections drained."); 0 }
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("Drain deadline reached; closing the remaining connections.");
+            open
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    proto: &'static str,
+    proxy: &Arc<Proxy>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+) {
+    let framing = Arc::new(ConnFraming::default());
+    let info = ConnInfo {
+        peer,
+        proto,
+        framing: framing.clone(),
+    };
+    let service_proxy = proxy.clone();
+    let service = service_fn(move |req| {
+        let proxy = service_proxy.clone();
+        let info = info.clone();
+        async move { proxy.handle(req, info).await }
+    });
+    let io = TokioIo::new(FramingGuard::new(stream, framing));
+    let conn = builder.serve_connection(io, service).into_owned();
+    let conn = graceful.watch(conn);
+    let gauge = proxy.metrics.open_connections.clone();
+    gauge.inc();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+        }
+        gauge.dec();
+    });
+}

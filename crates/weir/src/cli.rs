@@ -1,0 +1,147 @@
+//! Command-line interface. Every flag can also be set from the environment
+//! (`WEIR_<FLAG>`), which is how the Helm chart passes settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weir_compiler::ServiceRef;
+use weir_proxy::ProxyConfig;
+
+/// weir: a Kubernetes ingress controller and API gateway.
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "json",
+        env = "WEIR_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `info,weir_proxy=debug`.
+    #[arg(long, global = true, default_value = "info", env = "WEIR_LOG_LEVEL")]
+    pub log_level: String,
+    /// Async worker threads (default: one per CPU; TOKIO_WORKER_THREADS also works).
+    #[arg(long, global = true, env = "WEIR_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the Kubernetes manifests in a folder, without a cluster; reloads on change.
+    Serve(ServeArgs),
+}
+
+/// Log formats.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `weir serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Folder of YAML manifests (Ingress, IngressClass, Service, EndpointSlice; multi-document files).
+    #[arg(long, env = "WEIR_MANIFESTS")]
+    pub manifests: PathBuf,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub class: ClassArgs,
+}
+
+/// Listener, limit and timeout flags, shared by every mode.
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    /// Address of the HTTP listener (HTTP/1.1 and h2c).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "WEIR_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:10254", env = "WEIR_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// Upstream response-header timeout for routes that set none.
+    #[arg(long, default_value = "60s", value_parser = duration, env = "WEIR_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Dur,
+    /// TCP connect timeout toward upstreams.
+    #[arg(long, default_value = "5s", value_parser = duration, env = "WEIR_CONNECT_TIMEOUT")]
+    pub connect_timeout: Dur,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[arg(long, default_value = "10s", value_parser = duration, env = "WEIR_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Dur,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "30s", value_parser = duration, env = "WEIR_DRAIN_TIMEOUT")]
+    pub drain_timeout: Dur,
+    /// Most request headers (431 beyond).
+    #[arg(long, default_value_t = 100, env = "WEIR_MAX_HEADERS")]
+    pub max_headers: usize,
+    /// Most bytes of request header names and values (431 beyond).
+    #[arg(long, default_value_t = 32 * 1024, env = "WEIR_MAX_HEADER_BYTES")]
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes (414 beyond).
+    #[arg(long, default_value_t = 8 * 1024, env = "WEIR_MAX_URI_BYTES")]
+    pub max_uri_bytes: usize,
+}
+
+impl ListenArgs {
+    pub fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            default_timeout: self.upstream_timeout.into(),
+            connect_timeout: self.connect_timeout.into(),
+            header_read_timeout: self.header_read_timeout.into(),
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+            max_uri_len: self.max_uri_bytes,
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+/// Which Ingresses weir serves.
+#[derive(Args, Debug)]
+pub struct ClassArgs {
+    /// IngressClass name weir answers to (also matched against the legacy kubernetes.io/ingress.class annotation).
+    #[arg(long, default_value = "weir", env = "WEIR_INGRESS_CLASS")]
+    pub ingress_class: String,
+    /// spec.controller value that marks an IngressClass as weir's.
+    #[arg(
+        long,
+        default_value = "weir.dev/ingress-controller",
+        env = "WEIR_CONTROLLER_NAME"
+    )]
+    pub controller_name: String,
+    /// Also serve Ingresses that name no class at all.
+    #[arg(long, env = "WEIR_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+    /// Service that answers requests nothing else matches, as namespace/name:port.
+    #[arg(long, value_parser = service_ref, env = "WEIR_DEFAULT_BACKEND")]
+    pub default_backend: Option<ServiceRef>,
+}
+
+/// A duration flag value (`500ms`, `15s`, `1m30s`).
+#[derive(Clone, Copy, Debug)]
+pub struct Dur(Duration);
+
+impl From<Dur> for Duration {
+    fn from(d: Dur) -> Duration {
+        d.0
+    }
+}
+
+fn duration(s: &str) -> Result<Dur, String> {
+    weir_compiler::parse_duration_ms(s).map(|ms| Dur(Duration::from_millis(ms)))
+}
+
+fn service_ref(s: &str) -> Result<ServiceRef, String> {
+    s.parse()
+}

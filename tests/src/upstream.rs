@@ -1,0 +1,166 @@
+//! A real HTTP upstream (hyper, HTTP/1.1 and h2c) that echoes what it
+//! received as JSON. Request headers steer it:
+//! - `x-test-delay-ms: N`: wait N ms before answering;
+//! - `x-test-download: N`: answer with N bytes, streamed in 64 KiB chunks;
+//! - the request body is always read to the end and counted, never buffered.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// A running upstream.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests it has answered.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` (echoed in every answer) on a free
+    /// loopback port.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(name: &str, listener: TcpListener) -> Upstream {
+        let addr = listener.local_addr().expect("local addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let name: Arc<str> = name.into();
+        let task_hits = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                let hits = task_hits.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, name.clone(), hits.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits, task }
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The echo handler, shared with the `weir-example-upstream` binary.
+pub async fn handle(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+) -> Result<Response<Body>, Infallible> {
+    hits.fetch_add(1, Ordering::Relaxed);
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let download: Option<usize> = header("x-test-download").and_then(|v| v.parse().ok());
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(" | ");
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_owned(), v.into());
+            }
+        }
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let mut body = req.into_body();
+    let mut body_bytes = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_bytes += f.data_ref().map_or(0, Bytes::len),
+            Err(_) => break,
+        }
+    }
+    if let Some(total) = download {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_stream(total, chunk);
+        return Ok(Response::new(BoxBody::new(StreamBody::new(stream))));
+    }
+    let echo = serde_json::json!({
+        "upstream": &*name,
+        "method": method,
+        "uri": uri,
+        "version": version,
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut resp = Response::new(BoxBody::new(http_body_util::Full::new(Bytes::from(
+        echo.to_string(),
+    ))));
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    // A hop-by-hop header weir must not pass on to the client.
+    resp.headers_mut()
+        .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+    Ok(resp)
+}
+
+/// A stream of `total` bytes in `chunk`-sized frames, produced lazily.
+fn futures_stream(
+    total: usize,
+    chunk: Bytes,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> {
+    struct Chunks {
+        left: usize,
+        chunk: Bytes,
+    }
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Frame<Bytes>, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.left.min(self.chunk.len());
+            self.left -= n;
+            let data = self.chunk.slice(..n);
+            std::task::Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+    }
+    Chunks { left: total, chunk }
+}

@@ -1,0 +1,193 @@
+//! Runs the real `weir` binary as a child process.
+//!
+//! weir binds port 0 and the harness reads the bound addresses from its
+//! `Listening.` log line, so parallel tests never race for ports. Every log
+//! line is kept for assertions.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running weir.
+pub struct Weir {
+    child: Child,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Path of the `weir` binary next to the test executable
+/// (`target/<profile>/weir`). `make test` builds it first; a binary older than
+/// the sources fails loudly instead of testing stale code.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("weir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p weir` (make test does)",
+        bin.display()
+    );
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    if let Some(newer) = newest_source(&crates).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: rebuild with `cargo build -p weir` (make test does)",
+            bin.display(),
+            newer.1.display()
+        );
+    }
+    bin
+}
+
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") || path.ends_with("Cargo.toml") {
+            entry.metadata().ok()?.modified().ok().map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.0 > n.0)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
+}
+
+impl Weir {
+    /// Starts `weir serve --manifests dir` with extra flags and waits until
+    /// `/readyz` answers 200 (10 s deadline).
+    pub async fn serve(dir: &Path, extra: &[&str]) -> Weir {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--manifests")
+            .arg(dir)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(["--worker-threads", "2"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn weir");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && v["message"] == "Listening."
+                    {
+                        let _ = tx.send((
+                            v["http"].as_str().unwrap_or("").to_owned(),
+                            v["admin"].as_str().unwrap_or("").to_owned(),
+                        ));
+                    }
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let Ok((http, admin)) = rx.recv_timeout(Duration::from_secs(10)) else {
+            let _ = child.kill();
+            panic!(
+                "weir did not log its listeners within 10s; logs:\n{}",
+                logs.lock().expect("lock").join("\n")
+            );
+        };
+        let weir = Weir {
+            child,
+            http: http.parse().expect("http addr"),
+            admin: admin.parse().expect("admin addr"),
+            logs,
+        };
+        let client = crate::client::http1();
+        let admin = weir.admin;
+        crate::eventually(
+            Duration::from_secs(10),
+            "weir /readyz to answer 200",
+            || {
+                let client = client.clone();
+                async move {
+                    let r = crate::client::get(&client, admin, "admin", "/readyz", &[])
+                        .await
+                        .ok()?;
+                    (r.status == 200).then_some(())
+                }
+            },
+        )
+        .await;
+        weir
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit (deadline) and returns its exit code.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() > end {
+                panic!("weir did not exit within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

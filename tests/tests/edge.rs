@@ -1,0 +1,354 @@
+//! The edge as a security boundary: every request-smuggling and limit class
+//! from RFC 9110/9112 and the smuggling literature, sent over raw TCP.
+//! Each case asserts both the status and that nothing reached the upstream
+//! when the request was refused.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use weir_tests::client::{raw, raw_status};
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+use weir_tests::{TempDir, route_yaml};
+
+async fn setup() -> (Weir, Upstream, TempDir) {
+    let up = Upstream::start("edge").await;
+    let dir = TempDir::new("edge");
+    dir.write(
+        "r.yaml",
+        &route_yaml(
+            "edge",
+            "edge.test",
+            "/",
+            "Prefix",
+            "edge",
+            &up.addr.to_string(),
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &["--header-read-timeout", "1s"]).await;
+    (weir, up, dir)
+}
+
+/// Sends `req`, checks the first status line and, for refusals, that the
+/// upstream saw nothing.
+async fn expect(
+    weir: &Weir,
+    up: &Upstream,
+    name: &str,
+    req: &str,
+    status: u16,
+    code: Option<&str>,
+) {
+    let before = up.hits.load(Ordering::SeqCst);
+    let resp = raw(weir.http, req.as_bytes()).await;
+    assert_eq!(
+        raw_status(&resp),
+        status,
+        "{name}: unexpected answer:\n{resp}"
+    );
+    if let Some(code) = code {
+        assert!(
+            resp.contains(&format!("\"error\":\"{code}\"")),
+            "{name}: missing error code {code}:\n{resp}"
+        );
+    }
+    if status >= 400 {
+        assert_eq!(
+            up.hits.load(Ordering::SeqCst),
+            before,
+            "{name}: a refused request reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused() {
+    let (w, up, _d) = setup().await;
+    let cases: &[(&str, &str, u16, Option<&str>)] = &[
+        (
+            "CL.TE",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+            400,
+            None,
+        ),
+        (
+            "TE.CL",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "two equal CL",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            400,
+            None,
+        ),
+        (
+            "two different CL",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+            400,
+            None,
+        ),
+        (
+            "CL list",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1, 2\r\n\r\nxy",
+            400,
+            None,
+        ),
+        (
+            "negative CL",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: -1\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "TE not chunked last",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "TE gzip,chunked",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            Some("unsupported_transfer_encoding"),
+        ),
+        (
+            "TE obfuscated",
+            "POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "TE on HTTP/1.0",
+            "POST / HTTP/1.0\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "space before colon",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding : chunked\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nX-A: a\r\n b\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "bare CR in value",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nX-A: a\rb\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "NUL in value",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nX-A: a\0b\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "NUL in name",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nX-\0A: b\r\n\r\n",
+            400,
+            None,
+        ),
+    ];
+    for (name, req, status, code) in cases {
+        expect(&w, &up, name, req, *status, *code).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_chunks_never_reach_upstream_as_a_request() {
+    let (w, up, _d) = setup().await;
+    // The head is valid, so weir starts forwarding; the broken body must end
+    // the exchange with an error, never with a second request smuggled in.
+    let req = "POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /smuggled HTTP/1.1\r\nHost: edge.test\r\n\r\n";
+    let resp = raw(w.http, req.as_bytes()).await;
+    let status = raw_status(&resp);
+    assert_eq!(status, 400, "malformed chunk answered:\n{resp}");
+    assert!(resp.contains("invalid_request_body"), "{resp}");
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "more than one answer on the connection:\n{resp}"
+    );
+    assert!(
+        !resp.contains("/smuggled"),
+        "smuggled request was answered:\n{resp}"
+    );
+    assert!(up.hits.load(Ordering::SeqCst) <= 1);
+}
+
+#[tokio::test]
+async fn host_rules() {
+    let (w, up, _d) = setup().await;
+    let cases: &[(&str, &str, u16, Option<&str>)] = &[
+        ("missing Host", "GET / HTTP/1.1\r\n\r\n", 400, None),
+        (
+            "two Hosts",
+            "GET / HTTP/1.1\r\nHost: edge.test\r\nHost: evil.test\r\n\r\n",
+            400,
+            Some("invalid_host"),
+        ),
+        (
+            "invalid Host",
+            "GET / HTTP/1.1\r\nHost: edge test\r\n\r\n",
+            400,
+            Some("invalid_host"),
+        ),
+        (
+            "userinfo Host",
+            "GET / HTTP/1.1\r\nHost: a@edge.test\r\n\r\n",
+            400,
+            Some("invalid_host"),
+        ),
+        (
+            "absolute-form mismatch",
+            "GET http://evil.test/ HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            Some("invalid_host"),
+        ),
+        (
+            "absolute-form match",
+            "GET http://edge.test/ok HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n",
+            200,
+            None,
+        ),
+    ];
+    for (name, req, status, code) in cases {
+        expect(&w, &up, name, req, *status, *code).await;
+    }
+}
+
+#[tokio::test]
+async fn unsafe_paths_are_refused() {
+    let (w, up, _d) = setup().await;
+    let cases: &[(&str, &str, u16, Option<&str>)] = &[
+        (
+            "..;",
+            "GET /public/..;/admin HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            Some("invalid_path_dot_segment"),
+        ),
+        (
+            "encoded NUL",
+            "GET /a%00b HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            Some("invalid_path_nul"),
+        ),
+        (
+            "encoded backslash",
+            "GET /a%5c..%5cadmin HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            Some("invalid_path_backslash"),
+        ),
+        (
+            "raw backslash",
+            "GET /a\\..\\admin HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "bad escape",
+            "GET /a%zz HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            Some("invalid_path_encoding"),
+        ),
+        (
+            "asterisk-form GET",
+            "GET * HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+            400,
+            None,
+        ),
+        (
+            "CONNECT",
+            "CONNECT edge.test:443 HTTP/1.1\r\nHost: edge.test:443\r\n\r\n",
+            405,
+            Some("method_not_allowed"),
+        ),
+    ];
+    for (name, req, status, code) in cases {
+        expect(&w, &up, name, req, *status, *code).await;
+    }
+}
+
+#[tokio::test]
+async fn size_limits() {
+    let (w, up, _d) = setup().await;
+    let big_value = "v".repeat(40 * 1024);
+    let big = format!("GET / HTTP/1.1\r\nHost: edge.test\r\nX-Big: {big_value}\r\n\r\n");
+    expect(
+        &w,
+        &up,
+        "header bytes",
+        &big,
+        431,
+        Some("headers_too_large"),
+    )
+    .await;
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: edge.test\r\n{many}\r\n");
+    expect(
+        &w,
+        &up,
+        "header count",
+        &many,
+        431,
+        Some("headers_too_large"),
+    )
+    .await;
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+        "a".repeat(10 * 1024)
+    );
+    expect(&w, &up, "uri length", &long, 414, Some("uri_too_long")).await;
+    // Far beyond any limit: hyper's own backstop answers, still without
+    // reaching the upstream.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: edge.test\r\nX-Huge: {}\r\n\r\n",
+        "v".repeat(512 * 1024)
+    );
+    let resp = raw(w.http, huge.as_bytes()).await;
+    assert!(
+        matches!(raw_status(&resp), 431 | 400),
+        "huge head answered:\n{}",
+        &resp[..resp.len().min(200)]
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off() {
+    let (w, _up, _d) = setup().await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(w.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: edge.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // --header-read-timeout is 1s: the connection must be closed well
+    // before this 10 s deadline even though the client keeps it open.
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "slow client was not cut off");
+}
+
+#[tokio::test]
+async fn connection_header_cannot_strip_weir_headers() {
+    let (w, _up, _d) = setup().await;
+    let req = "GET / HTTP/1.1\r\nHost: edge.test\r\nConnection: close, X-Request-Id, X-Forwarded-Proto, Host\r\n\r\n";
+    let resp = raw(w.http, req.as_bytes()).await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["headers"]["host"], "edge.test");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert!(
+        echo["headers"]["x-request-id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+}

@@ -1,0 +1,364 @@
+//! Routing over real HTTP: the Ingress path and host rules, normalization,
+//! forwarding headers, and the 404/502/503/504 answers.
+
+use std::time::Duration;
+
+use weir_tests::client::{get, h2c, http1};
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+use weir_tests::{TempDir, route_yaml, service_yaml};
+
+fn ingress(name: &str, host: Option<&str>, paths: &[(&str, &str, &str)]) -> String {
+    let host = host
+        .map(|h| format!("host: \"{h}\"\n    "))
+        .unwrap_or_default();
+    let paths: String = paths
+        .iter()
+        .map(|(p, t, svc)| {
+            format!("      - {{path: \"{p}\", pathType: {t}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n")
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec:\n  ingressClassName: weir\n  rules:\n  - {host}http:\n      paths:\n{paths}---\n"
+    )
+}
+
+struct Setup {
+    weir: Weir,
+    _dir: TempDir,
+    _upstreams: Vec<Upstream>,
+}
+
+async fn setup() -> Setup {
+    let names = ["exact", "prefix", "deep", "root", "wild", "any", "admin"];
+    let mut upstreams = Vec::new();
+    let mut yaml = String::new();
+    for n in names {
+        let u = Upstream::start(n).await;
+        yaml.push_str(&service_yaml(n, &u.addr.to_string()));
+        yaml.push_str("---\n");
+        upstreams.push(u);
+    }
+    yaml.push_str(&ingress(
+        "shop",
+        Some("shop.example.com"),
+        &[
+            ("/foo", "Exact", "exact"),
+            ("/foo", "Prefix", "prefix"),
+            ("/foo/bar/", "Prefix", "deep"),
+            ("/", "Prefix", "root"),
+            ("/api/admin", "Prefix", "admin"),
+        ],
+    ));
+    yaml.push_str(&ingress(
+        "wild",
+        Some("*.example.com"),
+        &[("/", "Prefix", "wild")],
+    ));
+    yaml.push_str(&ingress("any", None, &[("/any", "Prefix", "any")]));
+    // A Service with no endpoints (503) and one whose endpoint refuses (502).
+    yaml.push_str(&ingress(
+        "broken",
+        Some("broken.test"),
+        &[("/none", "Prefix", "empty"), ("/down", "Prefix", "down")],
+    ));
+    yaml.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {ports: [{port: 80}]}\n---\n");
+    // Port 9 (discard) on loopback is closed on these machines: connect fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    yaml.push_str(&service_yaml("down", &closed.to_string()));
+    let dir = TempDir::new("routing");
+    dir.write("all.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &["--upstream-timeout", "5s"]).await;
+    Setup {
+        weir,
+        _dir: dir,
+        _upstreams: upstreams,
+    }
+}
+
+async fn upstream_of(s: &Setup, host: &str, path: &str) -> String {
+    let r = get(&http1(), s.weir.http, host, path, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{host}{path}: {:?}", r.body);
+    r.json()["upstream"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn ingress_path_semantics() {
+    let s = setup().await;
+    let h = "shop.example.com";
+    for (path, want) in [
+        ("/foo", "exact"),
+        ("/foo/", "prefix"),
+        ("/foo/x", "prefix"),
+        ("/foobar", "root"),
+        ("/foo/bar", "deep"),
+        ("/foo/bar/", "deep"),
+        ("/foo/bar/baz", "deep"),
+        ("/foo/barista", "prefix"),
+        ("/", "root"),
+        ("/anything/else?x=1", "root"),
+    ] {
+        assert_eq!(upstream_of(&s, h, path).await, want, "path {path}");
+    }
+}
+
+#[tokio::test]
+async fn host_semantics() {
+    let s = setup().await;
+    // Case-insensitive, port stripped.
+    assert_eq!(
+        upstream_of(&s, "SHOP.Example.COM:8080", "/foo").await,
+        "exact"
+    );
+    // Wildcard: one label only.
+    assert_eq!(upstream_of(&s, "api.example.com", "/x").await, "wild");
+    assert_eq!(upstream_of(&s, "a.b.example.com", "/any").await, "any");
+    // Host-less rule catches unknown hosts.
+    assert_eq!(upstream_of(&s, "unknown.test", "/any/thing").await, "any");
+    let r = get(&http1(), s.weir.http, "unknown.test", "/nope", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "no_route");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(r.json()["request_id"].as_str(), r.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn normalized_path_is_routed_and_forwarded() {
+    let s = setup().await;
+    let client = http1();
+    for (sent, forwarded) in [
+        ("/api/users/../admin/x", "/api/admin/x"),
+        ("/api/users/%2e%2e/admin/x", "/api/admin/x"),
+        ("/api//admin/./x?q=%2e", "/api/admin/x?q=%2e"),
+    ] {
+        let r = get(&client, s.weir.http, "shop.example.com", sent, &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{sent}");
+        let echo = r.json();
+        assert_eq!(echo["upstream"], "admin", "{sent} routed elsewhere");
+        assert_eq!(
+            echo["uri"], forwarded,
+            "{sent} forwarded differently than routed"
+        );
+    }
+    // An encoded slash is data: it neither splits nor climbs.
+    let r = get(
+        &client,
+        s.weir.http,
+        "shop.example.com",
+        "/api/users/..%2fadmin",
+        &[],
+    )
+    .await
+    .unwrap();
+    let echo = r.json();
+    assert_eq!(echo["upstream"], "root");
+    assert_eq!(echo["uri"], "/api/users/..%2Fadmin");
+}
+
+#[tokio::test]
+async fn forwarding_headers() {
+    let s = setup().await;
+    let r = get(
+        &http1(),
+        s.weir.http,
+        "shop.example.com",
+        "/foo",
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-request-id", "trace-abc-123"),
+            ("connection", "keep-alive, x-drop-me, x-forwarded-for"),
+            ("x-drop-me", "1"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert_eq!(h["host"], "shop.example.com");
+    // The client made its X-Forwarded-For hop-by-hop (named in Connection):
+    // it is dropped, and weir's own is still set.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example.com");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-request-id"], "trace-abc-123");
+    assert!(
+        h.get("x-drop-me").is_none(),
+        "Connection-named header forwarded"
+    );
+    assert!(
+        h.get("proxy-authorization").is_none(),
+        "proxy credentials forwarded"
+    );
+    assert!(h.get("keep-alive").is_none());
+    // The id comes back; the upstream's hop-by-hop `keep-alive` does not.
+    assert_eq!(r.header("x-request-id"), Some("trace-abc-123"));
+    assert!(r.header("keep-alive").is_none());
+
+    // A prior X-Forwarded-For is appended to.
+    let r = get(
+        &http1(),
+        s.weir.http,
+        "shop.example.com",
+        "/foo",
+        &[("x-forwarded-for", "203.0.113.7")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-for"],
+        "203.0.113.7, 127.0.0.1"
+    );
+
+    // Without a (valid) id, one is generated and sent both ways.
+    let r = get(
+        &http1(),
+        s.weir.http,
+        "shop.example.com",
+        "/foo",
+        &[("x-request-id", "has spaces")],
+    )
+    .await
+    .unwrap();
+    let id = r.header("x-request-id").unwrap().to_owned();
+    assert_ne!(id, "has spaces");
+    assert_eq!(r.json()["headers"]["x-request-id"], id.as_str());
+}
+
+#[tokio::test]
+async fn upstream_failures_have_json_answers() {
+    let s = setup().await;
+    let client = http1();
+    let r = get(&client, s.weir.http, "broken.test", "/none", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (503, "no_endpoints")
+    );
+    let r = get(&client, s.weir.http, "broken.test", "/down", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (502, "upstream_connect_failed")
+    );
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let up = Upstream::start("slow").await;
+    let dir = TempDir::new("timeout");
+    let mut yaml = route_yaml(
+        "slow",
+        "slow.test",
+        "/",
+        "Prefix",
+        "slow",
+        &up.addr.to_string(),
+    );
+    yaml = yaml.replace(
+        "metadata: {name: slow}",
+        "metadata: {name: slow, annotations: {weir.dev/request-timeout: 300ms}}",
+    );
+    dir.write("slow.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    let r = get(
+        &client,
+        weir.http,
+        "slow.test",
+        "/",
+        &[("x-test-delay-ms", "3000")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (504, "upstream_timeout")
+    );
+    let r = get(
+        &client,
+        weir.http,
+        "slow.test",
+        "/",
+        &[("x-test-delay-ms", "10")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn round_robin_across_endpoints() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let dir = TempDir::new("rr");
+    dir.write(
+        "rr.yaml",
+        &route_yaml(
+            "rr",
+            "rr.test",
+            "/",
+            "Prefix",
+            "rr",
+            &format!("{},{}", a.addr, b.addr),
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    for _ in 0..20 {
+        let r = get(&client, weir.http, "rr.test", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let (ha, hb) = (
+        a.hits.load(std::sync::atomic::Ordering::Relaxed),
+        b.hits.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(
+        (ha, hb),
+        (10, 10),
+        "round robin should split 20 requests evenly"
+    );
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge() {
+    let s = setup().await;
+    let mut sender = h2c(s.weir.http).await;
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let req = http::Request::get(format!("http://shop.example.com/foo/{i}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        sender.ready().await.unwrap();
+        handles.push(sender.send_request(req));
+    }
+    for h in handles {
+        let resp = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["upstream"], "prefix");
+        assert_eq!(
+            echo["headers"]["host"], "shop.example.com",
+            "Host must be set from :authority"
+        );
+    }
+}
