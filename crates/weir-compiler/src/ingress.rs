@@ -159,32 +159,31 @@ impl Builder {
             }
         }
 
-        if let Some(default) = &spec.default_backend {
-            if let Some(upstream) =
+        if let Some(default) = &spec.default_backend
+            && let Some(upstream) =
                 backends.resolve(namespace, default, "spec.defaultBackend", &mut report)
+        {
+            let action = action(&route_name, upstream, &settings);
+            // The defaultBackend serves unmatched paths of this Ingress's
+            // hosts; without host rules it is the catch-all's fallback.
+            if own_hosts.is_empty()
+                || rules
+                    .iter()
+                    .any(|r| r.host.as_deref().unwrap_or("").is_empty())
             {
-                let action = action(&route_name, upstream, &settings);
-                // The defaultBackend serves unmatched paths of this Ingress's
-                // hosts; without host rules it is the catch-all's fallback.
-                if own_hosts.is_empty()
-                    || rules
-                        .iter()
-                        .any(|r| r.host.as_deref().unwrap_or("").is_empty())
-                {
-                    own_hosts.insert(HostMatch::Any);
-                }
-                for host in own_hosts {
-                    let entry = self.hosts.entry(host.clone()).or_default();
-                    match &entry.fallback {
-                        Some((_, owner)) => report.warn(
-                            Some("spec.defaultBackend".into()),
-                            "DefaultBackendConflict",
-                            format!("host {host} already falls back to the defaultBackend of {owner}, which is older"),
-                        ),
-                        None => {
-                            entry.fallback = Some((action.clone(), object.clone()));
-                            contributed = true;
-                        }
+                own_hosts.insert(HostMatch::Any);
+            }
+            for host in own_hosts {
+                let entry = self.hosts.entry(host.clone()).or_default();
+                match &entry.fallback {
+                    Some((_, owner)) => report.warn(
+                        Some("spec.defaultBackend".into()),
+                        "DefaultBackendConflict",
+                        format!("host {host} already falls back to the defaultBackend of {owner}, which is older"),
+                    ),
+                    None => {
+                        entry.fallback = Some((action.clone(), object.clone()));
+                        contributed = true;
                     }
                 }
             }

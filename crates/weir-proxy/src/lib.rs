@@ -24,7 +24,7 @@ mod headers;
 pub mod metrics;
 pub mod normalize;
 mod respond;
-mod router;
+pub mod router;
 mod server;
 
 use std::convert::Infallible;

@@ -43,7 +43,7 @@ impl Upstream {
 }
 
 /// Where a matched request goes.
-pub(crate) struct Target {
+pub struct Target {
     pub(crate) name: Arc<str>,
     backends: Box<[(Arc<Upstream>, u32)]>,
     total_weight: u32,
@@ -53,6 +53,11 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The route name (`namespace/ingress`), as used in metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The upstream for this request, weighted across backends.
     pub(crate) fn upstream(&self) -> Option<&Upstream> {
         match self.backends.as_ref() {
@@ -82,7 +87,7 @@ struct HostTable {
 
 /// Routing tables of one snapshot.
 #[derive(Default)]
-pub(crate) struct RouteTable {
+pub struct RouteTable {
     exact_hosts: HashMap<Box<str>, HostTable>,
     wildcard_hosts: HashMap<Box<str>, HostTable>,
     any_host: Option<HostTable>,
@@ -92,11 +97,8 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    pub(crate) fn build(
-        snapshot: &Snapshot,
-        metrics: &ProxyMetrics,
-        default_timeout: Duration,
-    ) -> Self {
+    /// Builds the tables; metric series for each route are resolved here.
+    pub fn build(snapshot: &Snapshot, metrics: &ProxyMetrics, default_timeout: Duration) -> Self {
         let upstreams: HashMap<&str, Arc<Upstream>> = snapshot
             .upstreams
             .iter()
@@ -172,7 +174,7 @@ impl RouteTable {
 
     /// Finds the target for a lower-case, port-less `host` and a normalized
     /// `path`.
-    pub(crate) fn find(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
         let vhost = self
             .exact_hosts
             .get(host)

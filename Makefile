@@ -1,0 +1,45 @@
+# weir: run `make help` for the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+HTTP_ADDR ?= 127.0.0.1:8080
+ADMIN_ADDR ?= 127.0.0.1:10254
+UPSTREAM_ADDR ?= 127.0.0.1:9000
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test lint fmt golden bench proxy-bench
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build the weir binary (release)
+	$(CARGO) build --locked --release -p weir
+
+run: ## Serve deploy/examples/ on $(HTTP_ADDR) with an example echo upstream on $(UPSTREAM_ADDR)
+	$(CARGO) build --locked -p weir -p weir-tests --bins
+	@set -m; ./target/debug/weir-example-upstream $(UPSTREAM_ADDR) & up=$$!; \
+	trap 'kill $$up 2>/dev/null' EXIT; \
+	echo; echo "  weir is starting. In another terminal try:"; \
+	echo "    curl -s -H 'Host: shop.example.com' http://$(HTTP_ADDR)/api/users/42"; \
+	echo "    curl -s http://$(ADMIN_ADDR)/metrics | grep weir_requests_total"; \
+	echo "  Edit deploy/examples/*.yaml and weir reloads. Ctrl-C stops both."; echo; \
+	./target/debug/weir serve --manifests deploy/examples --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR) --log-format text
+
+test: ## Run every test: unit, golden and end-to-end against the real binary
+	$(CARGO) build --locked -p weir -p weir-tests --bins
+	$(CARGO) test --locked --workspace
+
+lint: ## Check formatting and run clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+golden: ## Regenerate the compiler's golden outputs (review the diff!)
+	UPDATE_GOLDEN=1 $(CARGO) test --locked -p weir-compiler --test golden
+
+bench: ## Criterion benchmarks: route matching and snapshot compile
+	$(CARGO) bench --locked -p weir-proxy -p weir-compiler
+
+proxy-bench: build ## Whole-proxy benchmark beside nginx, haproxy and caddy (../shared/bench/proxy-bench)
+	bash bench/proxy-bench.sh

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs ../shared/bench/proxy-bench with weir as the gateway under test. weir
+# gets a manifest folder that routes $ROUTE_PREFIX to the benchmark origin and
+# answers 404 elsewhere, per proxy-bench's gateway contract.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=${PROXY_BENCH:-../shared/bench/proxy-bench}
+[ -x "$bench" ] || { echo "proxy-bench not found at $bench (set PROXY_BENCH)" >&2; exit 1; }
+[ -x target/release/weir ] || cargo build --locked --release -p weir
+cat > /tmp/weir-bench-gateway.sh <<'GW'
+#!/usr/bin/env bash
+set -euo pipefail
+dir=$(mktemp -d)
+cat > "$dir/bench.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: origin, annotations: {weir.dev/upstream: "$BACKEND_ADDR"}}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench}
+spec:
+  ingressClassName: weir
+  rules:
+  - http:
+      paths:
+      - {path: "$ROUTE_PREFIX", pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}
+YAML
+exec "$WEIR_BIN" serve --manifests "$dir" --http-addr "$GATEWAY_LISTEN" --admin-addr 127.0.0.1:0 \
+  --worker-threads "$WORKERS" --log-level warn
+GW
+chmod +x /tmp/weir-bench-gateway.sh
+export WEIR_BIN=$PWD/target/release/weir
+exec "$bench" --gateway-cmd /tmp/weir-bench-gateway.sh --gateway-name weir "$@"

@@ -1,0 +1,122 @@
+//! Bodies stream through weir in both directions; nothing buffers a whole
+//! body. Measured as weir's resident memory while 50 MB go each way.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+use weir_tests::{TempDir, route_yaml};
+
+const SIZE: usize = 50 * 1024 * 1024;
+/// RSS growth allowed while 50 MB pass: far below the body size.
+const MAX_GROWTH_KIB: u64 = 20 * 1024;
+
+#[tokio::test]
+async fn fifty_megabytes_each_way_in_bounded_memory() {
+    let up = Upstream::start("bulk").await;
+    let dir = TempDir::new("stream");
+    dir.write(
+        "r.yaml",
+        &route_yaml(
+            "bulk",
+            "bulk.test",
+            "/",
+            "Prefix",
+            "bulk",
+            &up.addr.to_string(),
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let base = weir.rss_kib();
+
+    // Download: the upstream streams 50 MB; count it as it arrives.
+    let client = weir_tests::client::http1();
+    let req = http::Request::get(format!("http://{}/download", weir.http))
+        .header("host", "bulk.test")
+        .header("x-test-download", SIZE.to_string())
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0usize;
+    let mut peak = base;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, Bytes::len);
+        if got % (8 * 1024 * 1024) < 65536 {
+            peak = peak.max(weir.rss_kib());
+        }
+    }
+    assert_eq!(got, SIZE, "download truncated");
+
+    // Upload: 50 MB produced lazily by the client; the upstream counts it.
+    let chunks = (0..SIZE / 65536)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'u'; 65536]))));
+    let stream = tokio_stream_iter(chunks);
+    let upload_client: Client<_, StreamBody<_>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("http://{}/upload", weir.http))
+        .header("host", "bulk.test")
+        .body(StreamBody::new(stream))
+        .unwrap();
+    let rss_probe = {
+        let pid = weir.pid();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            for _ in 0..2000 {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))
+                {
+                    peak = peak.max(
+                        v.trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<u64>()
+                            .unwrap_or(0),
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            peak
+        })
+    };
+    let resp = upload_client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        echo["body_bytes"].as_u64(),
+        Some(SIZE as u64),
+        "upload truncated"
+    );
+    rss_probe.abort();
+    peak = peak.max(weir.rss_kib());
+    let growth = peak.saturating_sub(base);
+    eprintln!("weir RSS: base {base} KiB, peak {peak} KiB, growth {growth} KiB");
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "weir RSS grew by {growth} KiB moving 50 MB each way"
+    );
+}
+
+/// A stream over an iterator, yielding to the runtime between items so the
+/// body is produced as it is sent.
+fn tokio_stream_iter<I, T>(iter: I) -> impl futures_core::Stream<Item = T>
+where
+    I: Iterator<Item = T> + Unpin,
+{
+    struct S<I>(I);
+    impl<I: Iterator + Unpin> futures_core::Stream for S<I> {
+        type Item = I::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<I::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    S(iter)
+}
