@@ -25,6 +25,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests it has answered.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections it has accepted.
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,13 +50,16 @@ impl Upstream {
     pub fn serve(name: &str, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().expect("local addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let name: Arc<str> = name.into();
         let task_hits = hits.clone();
+        let task_connections = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                task_connections.fetch_add(1, Ordering::Relaxed);
                 let name = name.clone();
                 let hits = task_hits.clone();
                 tokio::spawn(async move {
@@ -65,7 +70,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            connections,
+            task,
+        }
     }
 }
 

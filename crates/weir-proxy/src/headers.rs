@@ -16,29 +16,46 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
 /// `proxy-authorization` carries credentials meant for a proxy, never for the
-/// upstream.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// upstream. Pre-parsed, so checking a header map costs name comparisons, not
+/// parsing and hashing.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers and the headers the `Connection` header names.
 /// Runs before weir adds its own headers, so a client cannot use
 /// `Connection: X-Forwarded-For` to strip what weir sets.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+    // Most messages carry few of them: one pass of cheap name comparisons
+    // finds which, so only those are hashed and removed.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for key in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            // Tokens that are hop-by-hop anyway are removed below.
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             // Never let a client remove the Host header this way.
             .filter(|n| n != http::header::HOST)
             .collect();
@@ -46,37 +63,43 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
     }
 }
 
 /// Sets `X-Forwarded-For` (appending the peer), `X-Real-IP`,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`. `peer` is the client address
+/// as a header value, formatted once per connection.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     proto: &'static str,
-    host: &str,
+    host: Option<HeaderValue>,
 ) {
-    let peer_text = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer_text}"),
-        _ => peer_text.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) if !prior.as_bytes().trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + peer.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.as_bytes());
+            // Both parts are valid header values and ", " is too.
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.clone())
+        }
+        _ => peer.clone(),
     };
-    // Every value here is built from validated parts; a failure would mean a
-    // prior header held bytes `HeaderValue` accepts but `to_str` rejects,
-    // which the `to_str` filter above already excludes.
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&peer_text) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_REAL_IP.clone(), peer.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
     }
+}
+
+/// The client address as a header value; computed once per connection.
+pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
+    // An IP address always formats to a valid header value.
+    HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Generates request ids: a random per-process prefix and a counter, so ids
@@ -113,9 +136,15 @@ impl RequestIds {
             }
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, n);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 32];
+        for (i, byte) in id.iter_mut().enumerate() {
+            let word = if i < 16 { self.prefix } else { n };
+            let shift = 60 - 4 * (i % 16);
+            *byte = HEX[((word >> shift) & 0xf) as usize];
+        }
         // Hex digits are always a valid header value.
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
@@ -135,7 +164,12 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h);
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", "a");
+        set_forwarded(
+            &mut h,
+            &peer_value("10.0.0.1".parse().unwrap()),
+            "http",
+            None,
+        );
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("te").is_none());
@@ -147,7 +181,12 @@ mod tests {
     fn xff_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", "a");
+        set_forwarded(
+            &mut h,
+            &peer_value("10.0.0.1".parse().unwrap()),
+            "http",
+            None,
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.0.0.1");
     }
 
@@ -159,6 +198,8 @@ mod tests {
         let b = ids.get(&h);
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(b.to_str().unwrap().ends_with("0001"), "{b:?}");
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
         assert_eq!(ids.get(&h), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("bad id<script>"));

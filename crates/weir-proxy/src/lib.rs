@@ -27,6 +27,7 @@ mod respond;
 pub mod router;
 mod server;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +115,20 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The peer IP as a header value, formatted once per connection.
+    pub(crate) peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Facts about a new connection.
+    pub fn new(peer: SocketAddr, proto: &'static str, framing: Arc<framing::ConnFraming>) -> Self {
+        ConnInfo {
+            framing,
+            peer,
+            proto,
+            peer_value: headers::peer_value(peer.ip()),
+        }
+    }
 }
 
 impl Proxy {
@@ -245,12 +260,16 @@ impl Proxy {
             return Ok((resp, target));
         };
 
-        // The upstream gets exactly the path that was routed.
-        let path_and_query = match req.uri().query() {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path.as_ref()),
+        // The upstream gets exactly the path that was routed. When
+        // normalization changed nothing, the original is reused as is.
+        let path_and_query = match (&path, req.uri().path_and_query()) {
+            (Cow::Borrowed(_), Some(pq)) => Some(pq.clone()),
+            _ => match req.uri().query() {
+                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")).ok(),
+                None => PathAndQuery::try_from(path.as_ref()).ok(),
+            },
         };
-        let uri = path_and_query.ok().and_then(|pq| {
+        let uri = path_and_query.and_then(|pq| {
             Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(endpoint.authority.clone())
@@ -265,17 +284,21 @@ impl Proxy {
                 "request target cannot be forwarded",
             ));
         };
+        // HTTP/2 carries the host in :authority; the upstream needs a Host.
+        let (host_value, insert_host) = match req.headers().get(HOST) {
+            Some(v) => (Some(v.clone()), false),
+            None => (HeaderValue::from_str(host.original).ok(), true),
+        };
+        drop(host);
+        drop(path);
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers);
-        if !headers.contains_key(HOST) {
-            // HTTP/2 carries the host in :authority.
-            if let Ok(v) = HeaderValue::from_str(&host.original) {
-                headers.insert(HOST, v);
-            }
+        if insert_host && let Some(v) = &host_value {
+            headers.insert(HOST, v.clone());
         }
-        headers::set_forwarded(headers, conn.peer.ip(), conn.proto, &host.original);
+        headers::set_forwarded(headers, &conn.peer_value, conn.proto, host_value);
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
         let addr = endpoint.addr;
@@ -413,49 +436,116 @@ fn check_framing(req: &Request<Incoming>, config: &ProxyConfig) -> Result<(), Re
     Ok(())
 }
 
-struct RequestHost {
+struct RequestHost<'a> {
     /// Lower-case, without port: what routing matches on.
-    name: String,
-    /// As sent (with port), for `Host` and `X-Forwarded-Host`.
-    original: String,
+    name: Cow<'a, str>,
+    /// As sent (with port), for `Host` on HTTP/2 requests.
+    original: &'a str,
 }
 
 /// The request's host: exactly one valid `Host` header on HTTP/1.1 (it must
-/// agree with an absolute-form target), `:authority` on HTTP/2.
-fn request_host(req: &Request<Incoming>) -> Result<RequestHost, &'static str> {
+/// agree with an absolute-form target), `:authority` on HTTP/2. Borrowed from
+/// the request; allocates only to lower-case a host sent in upper case.
+fn request_host(req: &Request<Incoming>) -> Result<RequestHost<'_>, &'static str> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
         return Err("more than one Host header");
     }
-    let authority = match (header, req.uri().authority()) {
+    let authority: &str = match (header, req.uri().authority()) {
         (Some(h), Some(a)) => {
             if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
                 return Err("Host header disagrees with the request target");
             }
-            a.clone()
+            a.as_str()
         }
-        (Some(h), None) => {
-            http::uri::Authority::try_from(h.as_bytes()).map_err(|_| "invalid Host header")?
-        }
-        (None, Some(a)) => a.clone(),
+        (Some(h), None) => h.to_str().map_err(|_| "invalid Host header")?,
+        (None, Some(a)) => a.as_str(),
         (None, None) if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 => {
             return Ok(RequestHost {
-                name: String::new(),
-                original: String::new(),
+                name: Cow::Borrowed(""),
+                original: "",
             });
         }
         (None, None) => return Err("missing Host header"),
     };
-    if authority.as_str().contains('@') {
-        return Err("userinfo is not allowed in Host");
-    }
-    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    if name.is_empty() {
+    let host = split_host(authority)?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
         return Err("empty Host header");
     }
+    let name = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
     Ok(RequestHost {
         name,
-        original: authority.as_str().to_owned(),
+        original: authority,
     })
+}
+
+/// Splits `host[:port]` (or `[v6]:port`) and validates both parts: a host of
+/// DNS/IPv4 characters or a bracketed IPv6 literal, a port of at most five
+/// digits. No userinfo, spaces or other delimiters.
+fn split_host(authority: &str) -> Result<&str, &'static str> {
+    const INVALID: &str = "invalid Host header";
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let end = rest.find(']').ok_or(INVALID)?;
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(INVALID);
+        }
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(INVALID),
+        };
+        (&authority[..end + 2], port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(INVALID);
+    }
+    if !host.starts_with('[')
+        && !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(INVALID);
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(split_host("Example.com:8080"), Ok("Example.com"));
+        assert_eq!(split_host("example.com"), Ok("example.com"));
+        assert_eq!(split_host("[::1]:80"), Ok("[::1]"));
+        assert_eq!(split_host("[::1]"), Ok("[::1]"));
+        assert_eq!(split_host("10.0.0.1:1"), Ok("10.0.0.1"));
+        for bad in [
+            "a@b", "a b", "a:b", "a:", "a:123456", "[::1", "[zz]", "[::1]x", "a/b", "a:1:2", "",
+        ] {
+            if bad.is_empty() {
+                continue;
+            }
+            assert!(split_host(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! default backend.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,32 @@ use http::uri::Authority;
 use weir_snapshot::{HostMatch, PathMatch, RouteAction, Snapshot};
 
 use crate::metrics::{ProxyMetrics, RouteMetrics};
+
+/// FNV-1a: the route maps are built from configuration, not from client
+/// input, so they need no hash-flooding defence and a lookup should cost a
+/// few instructions per byte, not SipHash's rounds.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// One upstream endpoint with its URI authority prepared.
 pub(crate) struct Endpoint {
@@ -80,16 +107,16 @@ impl Target {
 
 #[derive(Default)]
 struct HostTable {
-    exact: HashMap<Box<str>, Arc<Target>>,
-    prefix: HashMap<Box<str>, Arc<Target>>,
+    exact: FastMap<Box<str>, Arc<Target>>,
+    prefix: FastMap<Box<str>, Arc<Target>>,
     fallback: Option<Arc<Target>>,
 }
 
 /// Routing tables of one snapshot.
 #[derive(Default)]
 pub struct RouteTable {
-    exact_hosts: HashMap<Box<str>, HostTable>,
-    wildcard_hosts: HashMap<Box<str>, HostTable>,
+    exact_hosts: FastMap<Box<str>, HostTable>,
+    wildcard_hosts: FastMap<Box<str>, HostTable>,
     any_host: Option<HostTable>,
     default: Option<Arc<Target>>,
     /// Route names, to retire metric series when a route goes away.

@@ -91,11 +91,7 @@ fn spawn_connection(
     graceful: &GracefulShutdown,
 ) {
     let framing = Arc::new(ConnFraming::default());
-    let info = ConnInfo {
-        peer,
-        proto,
-        framing: framing.clone(),
-    };
+    let info = ConnInfo::new(peer, proto, framing.clone());
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = service_proxy.clone();

@@ -22,11 +22,18 @@ use crate::cli::{Cli, Command, LogFormat, ServeArgs};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log_level)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: the current-thread scheduler runs the same event loop
+    // without the work-stealing machinery it could not use anyway.
+    let mut runtime = match cli.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(n) = cli.worker_threads {
-        runtime.worker_threads(n);
-    }
     let runtime = runtime.build().context("starting the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
