@@ -1,0 +1,244 @@
+//! A test-only Kubernetes API server that the real kube-rs client accepts
+//! unmodified.
+//!
+//! ```text
+//!  kube::Client ──HTTP──▶ http.rs (routing, list, watch, CRUD, patch, discovery)
+//!                              │
+//!                              ▼
+//!                         store.rs  one lock: rv counter, objects, history ring, broadcast
+//!                              │
+//!                 watches ◀────┘  replay from rv, 410 in-stream, bookmarks, selector transitions
+//! ```
+//!
+//! It follows the API conventions in `../shared/specs/test-apiserver.md`,
+//! not the controller's convenience: resourceVersions are opaque and
+//! strictly increasing, writes are compare-and-swap, a watch resumes from
+//! any rv still in history and gets an in-stream 410 otherwise, bookmarks
+//! carry `apiVersion`/`kind`, status subresources and generation follow the
+//! registry rules. Served today: namespaces, services, secrets, configmaps,
+//! events (core and events.k8s.io), ingresses, ingressclasses,
+//! endpointslices, leases; merge, JSON and apply patches. Not yet: CRDs and
+//! custom resources, strategic merge patch (415), OpenAPI documents for
+//! kubectl validation, HTTPS.
+
+pub mod error;
+mod http;
+pub mod resources;
+pub mod selector;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::store::Store;
+
+/// Settings of a test server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Events kept for watches to resume from.
+    pub history: usize,
+    /// Address to bind; port 0 picks a free one.
+    pub addr: SocketAddr,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bookmark_interval: Duration::from_secs(1),
+            history: 10_000,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// One request as received, for assertions on client behaviour.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path_and_query: String,
+    /// User-Agent.
+    pub user_agent: String,
+}
+
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    log: Mutex<Vec<LoggedRequest>>,
+    pub(crate) drop_watches: watch::Sender<u64>,
+    pub(crate) bookmark: Notify,
+    pub(crate) options: Options,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock would be a bug in this crate; the
+        // data is still consistent (every write is one step), so go on.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn log(&self, r: LoggedRequest) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding or writing the kubeconfig failed.
+    #[error("test API server I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Building the kube client failed.
+    #[error("kube client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The URL was not valid.
+    #[error("server URL: {0}")]
+    Url(String),
+}
+
+/// A running test API server. Stops when dropped.
+pub struct TestApiServer {
+    shared: Arc<Shared>,
+    url: String,
+    kubeconfig: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared.drop_watches.send_modify(|n| *n += 1);
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+impl TestApiServer {
+    /// Binds, writes a kubeconfig next to the system temp dir and serves.
+    pub async fn start(options: Options) -> Result<TestApiServer, StartError> {
+        let listener = TcpListener::bind(options.addr).await?;
+        let addr = listener.local_addr()?;
+        let (drop_watches, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(options.history)),
+            log: Mutex::new(Vec::new()),
+            drop_watches,
+            bookmark: Notify::new(),
+            options,
+            addr,
+        });
+        let url = format!("http://{addr}");
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "weir-testkube-{}-{}.kubeconfig",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&url))?;
+        let serve_shared = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = serve_shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| http::handle(shared.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(TestApiServer {
+            shared,
+            url,
+            kubeconfig,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A kubeconfig file pointing at this server (for kubectl and `weir run`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kube client for this server, built without touching process-wide
+    /// environment (tests run in parallel).
+    pub fn client(&self) -> Result<kube::Client, StartError> {
+        let uri: ::http::Uri = self
+            .url
+            .parse()
+            .map_err(|e: ::http::uri::InvalidUri| StartError::Url(e.to_string()))?;
+        let config = kube::Config::new(uri);
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Every request so far.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Test hook: forget all history, so watches resuming from an earlier rv
+    /// get 410 Expired and continue tokens expire.
+    pub fn compact(&self) {
+        self.shared.store().compact();
+    }
+
+    /// Test hook: end every open watch stream cleanly.
+    pub fn drop_watches(&self) {
+        self.shared.drop_watches.send_modify(|n| *n += 1);
+    }
+
+    /// Test hook: send a bookmark on every watch that allows them, now.
+    pub fn bookmark(&self) {
+        self.shared.bookmark.notify_waiters();
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().rv()
+    }
+}
+
+fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: weir-testkube
+  cluster:
+    server: {url}
+contexts:
+- name: weir-testkube
+  context:
+    cluster: weir-testkube
+    user: weir-testkube
+    namespace: default
+current-context: weir-testkube
+users:
+- name: weir-testkube
+  user: {{}}
+"
+    )
+}
