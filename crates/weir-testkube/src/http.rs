@@ -185,6 +185,17 @@ async fn route(
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
         )),
         (&Method::GET, "/apis") => Ok(full(StatusCode::OK, &group_list())),
+        (&Method::GET, "/openapi/v3") => Ok(full(StatusCode::OK, &crate::openapi::root())),
+        (&Method::GET, p) if p.starts_with("/openapi/v3/") => {
+            let rest = &p["/openapi/v3/".len()..];
+            let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", v] => crate::openapi::group_version_doc("", v),
+                ["apis", g, v] => crate::openapi::group_version_doc(g, v),
+                _ => None,
+            };
+            doc.map(|d| full(StatusCode::OK, &d))
+                .ok_or_else(ApiError::no_route)
+        }
         (&Method::POST, "/__test/compact") => {
             shared.store().compact();
             Ok(full(StatusCode::OK, &json!({})))
@@ -367,8 +378,7 @@ fn patch_object(
                 ApiError::invalid(format!("the JSON patch could not be applied: {e}"))
             })?;
         }
-        // Strategic merge patch is not implemented yet: refuse it clearly
-        // rather than merge lists the wrong way.
+        "application/strategic-merge-patch+json" => crate::smp::apply(rt.kind, &mut doc, patch)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     }
     // A resourceVersion in the patch is a precondition; otherwise the patch

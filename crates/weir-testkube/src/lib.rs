@@ -17,14 +17,16 @@
 //! carry `apiVersion`/`kind`, status subresources and generation follow the
 //! registry rules. Served today: namespaces, services, secrets, configmaps,
 //! events (core and events.k8s.io), ingresses, ingressclasses,
-//! endpointslices, leases; merge, JSON and apply patches. Not yet: CRDs and
-//! custom resources, strategic merge patch (415), OpenAPI documents for
-//! kubectl validation, HTTPS.
+//! endpointslices, leases; merge, JSON, strategic merge and apply patches;
+//! minimal OpenAPI v3 documents so kubectl's default validation works. Not
+//! yet: CRDs and custom resources, HTTPS, Table responses.
 
 pub mod error;
 mod http;
+mod openapi;
 pub mod resources;
 pub mod selector;
+pub mod smp;
 pub mod store;
 
 use std::net::SocketAddr;

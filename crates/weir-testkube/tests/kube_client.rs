@@ -661,7 +661,7 @@ async fn secrets_and_error_shapes() {
     assert!(created.string_data.is_none());
     assert_eq!(created.data.unwrap()["token"].0, b"s3cret");
 
-    // 400: namespace mismatch; 422: no name; 415: strategic merge patch.
+    // 400: namespace mismatch; 422: no name; 415: an unknown patch type.
     let other: Secret =
         serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "kube-system"}}))
             .unwrap();
@@ -681,15 +681,29 @@ async fn secrets_and_error_shapes() {
             .unwrap_err(),
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    let smp = api
+    let unknown = client
+        .request_text(
+            http::Request::patch(format!(
+                "{}/api/v1/namespaces/default/secrets/creds",
+                s.url()
+            ))
+            .header("content-type", "application/yaml")
+            .body(b"{}".to_vec())
+            .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(unknown).code, 415);
+    // Strategic merge patch works on built-ins.
+    let labelled = api
         .patch(
             "creds",
             &PatchParams::default(),
             &Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}})),
         )
         .await
-        .unwrap_err();
-    assert_eq!(api_status(smp).code, 415);
+        .unwrap();
+    assert_eq!(labelled.metadata.labels.unwrap()["a"], "b");
     // Invalid objects are refused on write, so they never break a list.
     let raw = client
         .request_text(

@@ -1,0 +1,78 @@
+//! Minimal OpenAPI v3 documents: enough for kubectl's default
+//! (`--validate=strict`) path, which looks for a PATCH operation with
+//! `x-kubernetes-group-version-kind` and a `fieldValidation` parameter and,
+//! when it finds one, leaves validation to the server.
+
+use std::hash::Hasher;
+
+use serde_json::{Value, json};
+
+use crate::resources::BUILTIN;
+
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut gvs: Vec<(&str, &str)> = BUILTIN.iter().map(|r| (r.group, r.version)).collect();
+    gvs.sort();
+    gvs.dedup();
+    gvs
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// The document for one group/version.
+pub fn group_version_doc(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for r in BUILTIN
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = gv_path(group, version);
+        let path = if r.namespaced {
+            format!("/{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("/{base}/{}/{{name}}", r.plural)
+        };
+        paths.insert(
+            path,
+            json!({"patch": {
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK"}}
+            }}),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                "components": {"schemas": {}}, "paths": paths}),
+    )
+}
+
+fn hash(v: &Value) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(v.to_string().as_bytes());
+    format!("{:016X}", h.finish())
+}
+
+/// The `/openapi/v3` root: one hashed URL per group/version. The hash
+/// changes whenever that document does (kubectl caches by URL).
+pub fn root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in group_versions() {
+        if let Some(doc) = group_version_doc(g, v) {
+            let p = gv_path(g, v);
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
