@@ -22,8 +22,9 @@ pub struct Weir {
 }
 
 /// Path of the `weir` binary next to the test executable
-/// (`target/<profile>/weir`). `make test` builds it first; a binary older than
-/// the sources fails loudly instead of testing stale code.
+/// (`target/<profile>/weir`). `make test` builds it first; a binary older
+/// than any source it was built from (cargo's dep-info file lists them)
+/// fails loudly instead of testing stale code.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -36,35 +37,20 @@ pub fn binary() -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .expect("binary mtime");
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
-    if let Some(newer) = newest_source(&crates).filter(|(t, _)| *t > built) {
-        panic!(
+    let dep_info = std::fs::read_to_string(dir.join("weir.d")).unwrap_or_default();
+    let sources = dep_info.split_once(':').map_or("", |(_, deps)| deps);
+    for source in sources.split_whitespace().map(Path::new) {
+        let newer = std::fs::metadata(source)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t > built);
+        assert!(
+            !newer,
             "{} is older than {}: rebuild with `cargo build -p weir` (make test does)",
             bin.display(),
-            newer.1.display()
+            source.display()
         );
     }
     bin
-}
-
-fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_source(&path)
-        } else if path.extension().is_some_and(|e| e == "rs") || path.ends_with("Cargo.toml") {
-            entry.metadata().ok()?.modified().ok().map(|t| (t, path))
-        } else {
-            None
-        };
-        if let Some(c) = candidate
-            && newest.as_ref().is_none_or(|n| c.0 > n.0)
-        {
-            newest = Some(c);
-        }
-    }
-    newest
 }
 
 impl Weir {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::ApiError;
-use crate::resources::{BUILTIN, ResourceType, find};
+use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, Filter};
 use crate::{LoggedRequest, Shared};
@@ -88,7 +88,7 @@ struct Target {
 }
 
 /// Parses `/api/v1/...` and `/apis/<g>/<v>/...` into a resource target.
-fn target(path: &str) -> Option<Result<Target, ApiError>> {
+fn target(types: &[&'static ResourceType], path: &str) -> Option<Result<Target, ApiError>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -115,7 +115,11 @@ fn target(path: &str) -> Option<Result<Target, ApiError>> {
         [p, n, s] => (*p, Some(n.to_string()), Some(*s)),
         _ => return Some(Err(ApiError::no_route())),
     };
-    let Some(rt) = find(group, version, plural) else {
+    let Some(rt) = types
+        .iter()
+        .copied()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    else {
         return Some(Err(ApiError::no_route()));
     };
     if namespace.is_some() && !rt.namespaced {
@@ -165,6 +169,7 @@ async fn route(
     req: Request<Incoming>,
     path: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let types = shared.store().types().to_vec();
     match (req.method(), path) {
         (&Method::GET, "/version") => Ok(full(
             StatusCode::OK,
@@ -184,13 +189,13 @@ async fn route(
             &json!({"kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
         )),
-        (&Method::GET, "/apis") => Ok(full(StatusCode::OK, &group_list())),
-        (&Method::GET, "/openapi/v3") => Ok(full(StatusCode::OK, &crate::openapi::root())),
+        (&Method::GET, "/apis") => Ok(full(StatusCode::OK, &group_list(&types))),
+        (&Method::GET, "/openapi/v3") => Ok(full(StatusCode::OK, &crate::openapi::root(&types))),
         (&Method::GET, p) if p.starts_with("/openapi/v3/") => {
             let rest = &p["/openapi/v3/".len()..];
             let doc = match rest.split('/').collect::<Vec<_>>().as_slice() {
-                ["api", v] => crate::openapi::group_version_doc("", v),
-                ["apis", g, v] => crate::openapi::group_version_doc(g, v),
+                ["api", v] => crate::openapi::group_version_doc(&types, "", v),
+                ["apis", g, v] => crate::openapi::group_version_doc(&types, g, v),
                 _ => None,
             };
             doc.map(|d| full(StatusCode::OK, &d))
@@ -209,49 +214,59 @@ async fn route(
             Ok(full(StatusCode::OK, &json!({})))
         }
         _ => {
-            if let Some(list) = discovery(path) {
+            if let Some(list) = discovery(&types, path) {
                 return Ok(full(StatusCode::OK, &list));
             }
-            let target = target(path).ok_or_else(ApiError::no_route)??;
+            let target = target(&types, path).ok_or_else(ApiError::no_route)??;
             resource(shared, req, target).await
         }
     }
 }
 
-fn group_list() -> Value {
-    let mut groups: Vec<&str> = BUILTIN
+/// The versions each group serves, groups in order.
+fn groups(
+    types: &[&'static ResourceType],
+) -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+    let mut out: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for r in types.iter().filter(|r| !r.group.is_empty()) {
+        let versions = out.entry(r.group).or_default();
+        if !versions.contains(&r.version) {
+            versions.push(r.version);
+        }
+    }
+    out
+}
+
+fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
         .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
-    groups.dedup();
-    let groups: Vec<Value> = groups
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs, "preferredVersion": gvs.first().cloned().unwrap_or(Value::Null)})
+}
+
+fn group_list(types: &[&'static ResourceType]) -> Value {
+    let groups: Vec<Value> = groups(types)
         .iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .map(|(g, vs)| api_group(g, vs))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/api/v1`, `/apis/<g>/<v>` and `/apis/<g>`.
-fn discovery(path: &str) -> Option<Value> {
+fn discovery(types: &[&'static ResourceType], path: &str) -> Option<Value> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version) = match segs.as_slice() {
         ["api", "v1"] => ("", "v1"),
         ["apis", g, v] => (*g, *v),
         ["apis", g] => {
-            BUILTIN.iter().find(|r| r.group == *g)?;
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            return Some(
-                json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
-            );
+            let all = groups(types);
+            return all.get(g).map(|vs| api_group(g, vs));
         }
         _ => return None,
     };
     let mut resources = Vec::new();
-    for r in BUILTIN
+    for r in types
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
@@ -378,7 +393,9 @@ fn patch_object(
                 ApiError::invalid(format!("the JSON patch could not be applied: {e}"))
             })?;
         }
-        "application/strategic-merge-patch+json" => crate::smp::apply(rt.kind, &mut doc, patch)?,
+        "application/strategic-merge-patch+json" if rt.builtin => {
+            crate::smp::apply(rt.kind, &mut doc, patch)?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     }
     // A resourceVersion in the patch is a precondition; otherwise the patch
@@ -533,7 +550,7 @@ fn watch(
 /// Renders one event for a watch, turning selector transitions into
 /// ADDED/DELETED the way the API server does.
 fn render(e: &crate::store::Event, rt: &'static ResourceType, filter: &Filter) -> Option<Bytes> {
-    if !std::ptr::eq(e.rt, rt) {
+    if !e.rt.same_storage(rt) {
         return None;
     }
     let now = filter.matches(&e.new);

@@ -7,10 +7,10 @@ use std::hash::Hasher;
 
 use serde_json::{Value, json};
 
-use crate::resources::BUILTIN;
+use crate::resources::ResourceType;
 
-fn group_versions() -> Vec<(&'static str, &'static str)> {
-    let mut gvs: Vec<(&str, &str)> = BUILTIN.iter().map(|r| (r.group, r.version)).collect();
+fn group_versions(types: &[&'static ResourceType]) -> Vec<(&'static str, &'static str)> {
+    let mut gvs: Vec<(&str, &str)> = types.iter().map(|r| (r.group, r.version)).collect();
     gvs.sort();
     gvs.dedup();
     gvs
@@ -25,9 +25,13 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// The document for one group/version.
-pub fn group_version_doc(group: &str, version: &str) -> Option<Value> {
+pub fn group_version_doc(
+    types: &[&'static ResourceType],
+    group: &str,
+    version: &str,
+) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    for r in BUILTIN
+    for r in types
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
@@ -63,10 +67,10 @@ fn hash(v: &Value) -> String {
 
 /// The `/openapi/v3` root: one hashed URL per group/version. The hash
 /// changes whenever that document does (kubectl caches by URL).
-pub fn root() -> Value {
+pub fn root(types: &[&'static ResourceType]) -> Value {
     let mut paths = serde_json::Map::new();
-    for (g, v) in group_versions() {
-        if let Some(doc) = group_version_doc(g, v) {
+    for (g, v) in group_versions(types) {
+        if let Some(doc) = group_version_doc(types, g, v) {
             let p = gv_path(g, v);
             paths.insert(
                 p.clone(),

@@ -11,8 +11,12 @@ pub enum Generation {
     None,
     /// +1 when `spec` changes (Ingress, IngressClass).
     Spec,
-    /// +1 when anything outside `metadata` changes (EndpointSlice).
+    /// +1 when anything outside `metadata` changes (EndpointSlice, custom
+    /// resources without a status subresource).
     NonMetadata,
+    /// +1 when anything outside `metadata` and `status` changes (CRDs and
+    /// custom resources with a status subresource).
+    NonMetadataStatus,
 }
 
 /// One served resource type.
@@ -39,6 +43,8 @@ pub struct ResourceType {
     /// Validates a body by deserializing it into the k8s-openapi type, so a
     /// stored object never breaks a client's list.
     pub validate: fn(&Value) -> Result<(), String>,
+    /// Built into the server (true) or defined by a CRD (false).
+    pub builtin: bool,
 }
 
 impl ResourceType {
@@ -49,6 +55,12 @@ impl ResourceType {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// Whether two entries name the same stored type (all versions of a CRD
+    /// share storage).
+    pub fn same_storage(&self, other: &ResourceType) -> bool {
+        self.group == other.group && self.plural == other.plural
     }
 
     /// `plural.group`, as error messages name types.
@@ -82,6 +94,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["ns"],
         generation: Generation::None,
         validate: check::<core::v1::Namespace>,
+        builtin: true,
     },
     ResourceType {
         group: "",
@@ -94,6 +107,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["svc"],
         generation: Generation::None,
         validate: check::<core::v1::Service>,
+        builtin: true,
     },
     ResourceType {
         group: "",
@@ -106,6 +120,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &[],
         generation: Generation::None,
         validate: check::<core::v1::Secret>,
+        builtin: true,
     },
     ResourceType {
         group: "",
@@ -118,6 +133,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["cm"],
         generation: Generation::None,
         validate: check::<core::v1::ConfigMap>,
+        builtin: true,
     },
     ResourceType {
         group: "",
@@ -130,6 +146,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["ev"],
         generation: Generation::None,
         validate: check::<core::v1::Event>,
+        builtin: true,
     },
     ResourceType {
         group: "events.k8s.io",
@@ -142,6 +159,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["ev"],
         generation: Generation::None,
         validate: check::<events::v1::Event>,
+        builtin: true,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -154,6 +172,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &["ing"],
         generation: Generation::Spec,
         validate: check::<networking::v1::Ingress>,
+        builtin: true,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -166,6 +185,7 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &[],
         generation: Generation::Spec,
         validate: check::<networking::v1::IngressClass>,
+        builtin: true,
     },
     ResourceType {
         group: "discovery.k8s.io",
@@ -178,6 +198,20 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &[],
         generation: Generation::NonMetadata,
         validate: check::<discovery::v1::EndpointSlice>,
+        builtin: true,
+    },
+    ResourceType {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        status: true,
+        short_names: &["crd", "crds"],
+        generation: Generation::NonMetadataStatus,
+        validate: check::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+        builtin: true,
     },
     ResourceType {
         group: "coordination.k8s.io",
@@ -190,12 +224,68 @@ pub static BUILTIN: &[ResourceType] = &[
         short_names: &[],
         generation: Generation::None,
         validate: check::<coordination::v1::Lease>,
+        builtin: true,
     },
 ];
 
-/// Finds a type by group, version and plural.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    BUILTIN
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+/// Custom resources are validated by nothing but JSON shape (no schema
+/// pruning or validation: a documented deviation).
+pub fn no_validation(_: &Value) -> Result<(), String> {
+    Ok(())
+}
+
+/// Leaks a string for a CRD-defined type; CRDs are few and the server is
+/// for tests.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// The types a CRD object defines (one per served version).
+pub fn from_crd(crd: &Value) -> Vec<&'static ResourceType> {
+    let spec = &crd["spec"];
+    let (Some(group), Some(plural), Some(kind)) = (
+        spec["group"].as_str(),
+        spec.pointer("/names/plural").and_then(Value::as_str),
+        spec.pointer("/names/kind").and_then(Value::as_str),
+    ) else {
+        return Vec::new();
+    };
+    let singular = spec
+        .pointer("/names/singular")
+        .and_then(Value::as_str)
+        .map_or_else(|| kind.to_lowercase(), str::to_owned);
+    let shorts: Vec<&'static str> = spec
+        .pointer("/names/shortNames")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(leak).collect())
+        .unwrap_or_default();
+    let shorts: &'static [&'static str] = Box::leak(shorts.into_boxed_slice());
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .filter_map(|v| {
+            let status = v.pointer("/subresources/status").is_some();
+            let rt = ResourceType {
+                group: leak(group),
+                version: leak(v["name"].as_str()?),
+                plural: leak(plural),
+                singular: leak(&singular),
+                kind: leak(kind),
+                namespaced,
+                status,
+                short_names: shorts,
+                generation: if status {
+                    Generation::NonMetadataStatus
+                } else {
+                    Generation::NonMetadata
+                },
+                validate: no_validation,
+                builtin: false,
+            };
+            Some(&*Box::leak(Box::new(rt)))
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
-use crate::resources::{BUILTIN, Generation, ResourceType};
+use crate::resources::{BUILTIN, Generation, ResourceType, from_crd};
 use crate::selector::{FieldSelector, LabelSelector};
 
 /// The kind of a watch event.
@@ -78,7 +78,8 @@ impl Filter {
     }
 }
 
-type Key = (usize, String, String);
+/// (group, plural, namespace, name): every version of a type shares storage.
+type Key = (&'static str, &'static str, String, String);
 
 struct Page {
     rv: u64,
@@ -96,13 +97,13 @@ pub struct Store {
     pages: HashMap<String, Page>,
     tx: broadcast::Sender<Arc<Event>>,
     seed: u64,
+    /// Served types: the built-ins, then those CRDs define.
+    types: Vec<&'static ResourceType>,
 }
 
-fn index(rt: &ResourceType) -> usize {
-    BUILTIN
-        .iter()
-        .position(|r| std::ptr::eq(r, rt))
-        .unwrap_or(usize::MAX)
+fn key(rt: &ResourceType, ns: Option<&str>, name: &str) -> Key {
+    let ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
+    (rt.group, rt.plural, ns.to_owned(), name.to_owned())
 }
 
 fn now_rfc3339() -> String {
@@ -135,6 +136,7 @@ impl Store {
             seed: std::collections::hash_map::RandomState::new()
                 .build_hasher()
                 .finish(),
+            types: BUILTIN.iter().collect(),
         };
         let ns = &BUILTIN[0];
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -142,6 +144,45 @@ impl Store {
             let _ = store.create(ns, None, body);
         }
         store
+    }
+
+    /// Finds a served type.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+        self.types
+            .iter()
+            .copied()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// Every served type, built-ins first.
+    pub fn types(&self) -> &[&'static ResourceType] {
+        &self.types
+    }
+
+    /// Registers (or re-registers) the types a CRD defines, and fills in the
+    /// status the API server gives an accepted CRD.
+    fn establish(&mut self, crd: &mut Value) {
+        let new = from_crd(crd);
+        if let Some(first) = new.first() {
+            self.types.retain(|t| t.builtin || !t.same_storage(first));
+            self.types.extend(new.iter().copied());
+        }
+        let now = now_rfc3339();
+        let versions: Vec<Value> = crd["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["storage"].as_bool().unwrap_or(false))
+            .map(|v| v["name"].clone())
+            .collect();
+        crd["status"] = json!({
+            "acceptedNames": crd["spec"]["names"].clone(),
+            "storedVersions": versions,
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+            ],
+        });
     }
 
     /// The current rv.
@@ -196,7 +237,7 @@ impl Store {
 
     fn namespace_exists(&self, ns: &str) -> bool {
         self.objects
-            .contains_key(&(0, String::new(), ns.to_owned()))
+            .contains_key(&("", "namespaces", String::new(), ns.to_owned()))
     }
 
     /// Gets one object.
@@ -207,7 +248,7 @@ impl Store {
         name: &str,
     ) -> Result<Value, ApiError> {
         self.objects
-            .get(&(index(rt), ns.unwrap_or("").to_owned(), name.to_owned()))
+            .get(&key(rt, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))
     }
@@ -229,18 +270,7 @@ impl Store {
                     .ok_or_else(|| ApiError::expired("the provided continue parameter is too old to display a consistent list result"))?;
                 (page.rv, page.rest)
             }
-            None => {
-                let i = index(rt);
-                let items = self
-                    .objects
-                    .range((i, String::new(), String::new())..)
-                    .take_while(|((t, _, _), _)| *t == i)
-                    .map(|(_, v)| v)
-                    .filter(|v| filter.matches(v))
-                    .cloned()
-                    .collect();
-                (self.rv, items)
-            }
+            None => (self.rv, self.current(rt, filter)),
         };
         let token = match limit {
             Some(l) if l > 0 && items.len() > l => {
@@ -309,15 +339,7 @@ impl Store {
                 return Err(ApiError::not_found("namespaces", ns));
             }
         }
-        let key = (
-            index(rt),
-            if rt.namespaced {
-                ns.unwrap_or("").to_owned()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
+        let key = key(rt, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.qualified(), &name));
         }
@@ -326,7 +348,7 @@ impl Store {
         let meta = metadata_mut(&mut body)?;
         meta.insert("name".into(), json!(name));
         if rt.namespaced {
-            meta.insert("namespace".into(), json!(key.1));
+            meta.insert("namespace".into(), json!(key.2));
         } else {
             meta.remove("namespace");
         }
@@ -350,6 +372,9 @@ impl Store {
         }
         default(rt, &mut body)?;
         (rt.validate)(&body).map_err(ApiError::bad_request)?;
+        if rt.builtin && rt.kind == "CustomResourceDefinition" {
+            self.establish(&mut body);
+        }
         self.objects.insert(key, body.clone());
         self.commit(EventType::Added, rt, None, body.clone());
         Ok(body)
@@ -364,7 +389,7 @@ impl Store {
         mut body: Value,
         status: bool,
     ) -> Result<Value, ApiError> {
-        let key = (index(rt), ns.unwrap_or("").to_owned(), name.to_owned());
+        let key = key(rt, ns, name);
         let old = self
             .objects
             .get(&key)
@@ -374,6 +399,11 @@ impl Store {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty());
+        if !rt.builtin && !status && sent_rv.is_none() {
+            return Err(ApiError::invalid(
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+            ));
+        }
         if let Some(sent) = sent_rv
             && Some(sent)
                 != old
@@ -452,6 +482,9 @@ impl Store {
             new["metadata"]["generation"] = json!(g);
         }
         (rt.validate)(&new).map_err(ApiError::bad_request)?;
+        if rt.builtin && rt.kind == "CustomResourceDefinition" && !status {
+            self.establish(&mut new);
+        }
         self.rv += 1;
         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let finalizing = new.pointer("/metadata/deletionTimestamp").is_some()
@@ -477,7 +510,7 @@ impl Store {
         name: &str,
         options: &Value,
     ) -> Result<Value, ApiError> {
-        let key = (index(rt), ns.unwrap_or("").to_owned(), name.to_owned());
+        let key = key(rt, ns, name);
         let old = self
             .objects
             .get(&key)
@@ -512,22 +545,61 @@ impl Store {
             self.commit(EventType::Modified, rt, Some(old), new.clone());
             return Ok(new);
         }
-        if index(rt) == 0 {
+        let contents: Vec<Key> = match (rt.group, rt.plural) {
             // A namespace takes its contents with it.
-            let inside: Vec<Key> = self
+            ("", "namespaces") => self
                 .objects
                 .keys()
-                .filter(|(_, n, _)| n == name)
+                .filter(|(_, _, n, _)| n == name)
                 .cloned()
-                .collect();
-            for k in inside {
-                if let Some(obj) = self.objects.remove(&k) {
-                    self.rv += 1;
-                    let mut gone = obj.clone();
-                    gone["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                    self.commit(EventType::Deleted, &BUILTIN[k.0], Some(obj), gone);
-                }
+                .collect(),
+            // A CRD takes its custom resources with it.
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                let group = old
+                    .pointer("/spec/group")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let plural = old
+                    .pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.objects
+                    .keys()
+                    .filter(|(g, p, _, _)| *g == group && *p == plural)
+                    .cloned()
+                    .collect()
             }
+            _ => Vec::new(),
+        };
+        for k in contents {
+            let Some(owner) = self
+                .types
+                .iter()
+                .copied()
+                .find(|t| t.group == k.0 && t.plural == k.1)
+            else {
+                continue;
+            };
+            if let Some(obj) = self.objects.remove(&k) {
+                self.rv += 1;
+                let mut gone = obj.clone();
+                gone["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.commit(EventType::Deleted, owner, Some(obj), gone);
+            }
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            let group = old
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let plural = old
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            self.types
+                .retain(|t| t.builtin || !(t.group == group && t.plural == plural));
         }
         self.objects.remove(&key);
         self.rv += 1;
@@ -559,10 +631,10 @@ impl Store {
 
     /// The current objects of a type matching `filter` (initial events).
     pub fn current(&self, rt: &'static ResourceType, filter: &Filter) -> Vec<Value> {
-        let i = index(rt);
+        let start = (rt.group, rt.plural, String::new(), String::new());
         self.objects
-            .range((i, String::new(), String::new())..)
-            .take_while(|((t, _, _), _)| *t == i)
+            .range(start..)
+            .take_while(|((g, p, _, _), _)| *g == rt.group && *p == rt.plural)
             .map(|(_, v)| v)
             .filter(|v| filter.matches(v))
             .cloned()
@@ -615,11 +687,15 @@ fn bumps_generation(rt: &ResourceType, old: &Value, new: &Value) -> bool {
     match rt.generation {
         Generation::None => false,
         Generation::Spec => old.get("spec") != new.get("spec"),
-        Generation::NonMetadata => {
+        Generation::NonMetadata | Generation::NonMetadataStatus => {
+            let with_status = rt.generation == Generation::NonMetadata;
             let strip = |v: &Value| {
                 let mut v = v.clone();
                 if let Some(o) = v.as_object_mut() {
                     o.remove("metadata");
+                    if !with_status {
+                        o.remove("status");
+                    }
                 }
                 v
             };
