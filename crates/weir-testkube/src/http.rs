@@ -304,6 +304,12 @@ async fn body_json(req: Request<Incoming>) -> Result<(Value, String), ApiError> 
         .await
         .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?
         .to_bytes();
+    // Only JSON bodies are understood (kubectl and kube send JSON for apply
+    // patches too); protobuf and CBOR get 415 so clients fall back to JSON.
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.is_empty() && !mime.contains("json") && mime != "application/apply-patch+yaml" {
+        return Err(ApiError::unsupported_media_type(mime));
+    }
     if bytes.is_empty() {
         return Ok((Value::Null, content_type));
     }

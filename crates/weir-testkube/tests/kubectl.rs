@@ -447,3 +447,42 @@ async fn reflector_sees_kubectl_apply_quickly() {
     );
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // kubectl calls block a thread; the server needs another
+async fn server_side_apply_and_namespace_delete() {
+    let s = server().await;
+    let k = Kubectl::new(&s, "ssa");
+    let first = k.ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&INGRESS.replace("HOST", "a.example.com")),
+    );
+    assert!(first.contains("serverside-applied"), "{first}");
+    k.ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&INGRESS.replace("HOST", "c.example.com")),
+    );
+    let got = k.ok(
+        &[
+            "get",
+            "ing",
+            "web",
+            "-o",
+            "jsonpath={.spec.rules[0].host} {.metadata.generation}",
+        ],
+        None,
+    );
+    assert_eq!(got.trim(), "c.example.com 2");
+
+    // A namespace and its contents, created from manifests, deleted at once.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-x}\n"),
+    );
+    k.ok(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1, namespace: team-x}\ndata: {a: b}\n"));
+    k.ok(&["delete", "ns", "team-x"], None);
+    let left = k.run(&["-n", "team-x", "get", "cm", "c1"], None);
+    assert!(
+        !left.status.success(),
+        "the ConfigMap survived its namespace"
+    );
+}
