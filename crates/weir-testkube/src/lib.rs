@@ -18,8 +18,11 @@
 //! registry rules. Served today: namespaces, services, secrets, configmaps,
 //! events (core and events.k8s.io), ingresses, ingressclasses,
 //! endpointslices, leases; merge, JSON, strategic merge and apply patches;
-//! minimal OpenAPI v3 documents so kubectl's default validation works. Not
-//! yet: CRDs and custom resources, HTTPS, Table responses.
+//! minimal OpenAPI v3 documents so kubectl's default validation works; CRDs
+//! and their custom resources; HTTP or HTTPS (a generated CA in the
+//! kubeconfig). Not yet: Table responses, protobuf bodies (kubectl's
+//! imperative `create namespace` and friends send protobuf and get 415),
+//! managed-fields ownership for server-side apply, ownerReference GC.
 
 pub mod error;
 mod http;
@@ -28,6 +31,7 @@ pub mod resources;
 pub mod selector;
 pub mod smp;
 pub mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +55,8 @@ pub struct Options {
     pub history: usize,
     /// Address to bind; port 0 picks a free one.
     pub addr: SocketAddr,
+    /// Serve HTTPS with a generated CA (in the kubeconfig) instead of HTTP.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -59,6 +65,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(1),
             history: 10_000,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
         }
     }
 }
@@ -109,6 +116,9 @@ pub enum StartError {
     /// The URL was not valid.
     #[error("server URL: {0}")]
     Url(String),
+    /// Certificates or TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running test API server. Stops when dropped.
@@ -117,6 +127,8 @@ pub struct TestApiServer {
     url: String,
     kubeconfig: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    /// The CA certificate (DER) when serving HTTPS.
+    ca_der: Option<Vec<u8>>,
 }
 
 impl Drop for TestApiServer {
@@ -141,13 +153,26 @@ impl TestApiServer {
             options,
             addr,
         });
-        let url = format!("http://{addr}");
+        let material = if shared.options.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let url = format!(
+            "{}://{addr}",
+            if material.is_some() { "https" } else { "http" }
+        );
         let kubeconfig = std::env::temp_dir().join(format!(
             "weir-testkube-{}-{}.kubeconfig",
             std::process::id(),
             addr.port()
         ));
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&url))?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&url, material.as_ref().map(|m| m.ca_pem.as_str())),
+        )?;
+        let ca_der = material.as_ref().map(|m| m.ca_der.clone());
+        let acceptor = material.map(|m| m.acceptor);
         let serve_shared = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -155,11 +180,21 @@ impl TestApiServer {
                     continue;
                 };
                 let shared = serve_shared.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| http::handle(shared.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -168,6 +203,7 @@ impl TestApiServer {
             url,
             kubeconfig,
             task,
+            ca_der,
         })
     }
 
@@ -188,7 +224,9 @@ impl TestApiServer {
             .url
             .parse()
             .map_err(|e: ::http::uri::InvalidUri| StartError::Url(e.to_string()))?;
-        let config = kube::Config::new(uri);
+        let mut config = kube::Config::new(uri);
+        // Trust exactly this server's CA, as a kubeconfig would say.
+        config.root_cert = self.ca_der.clone().map(|ca| vec![ca]);
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -223,14 +261,23 @@ impl TestApiServer {
     }
 }
 
-fn kubeconfig_yaml(url: &str) -> String {
+fn kubeconfig_yaml(url: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine;
+    let ca = ca_pem
+        .map(|pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: weir-testkube
   cluster:
-    server: {url}
+    server: {url}{ca}
 contexts:
 - name: weir-testkube
   context:
@@ -240,7 +287,10 @@ contexts:
 current-context: weir-testkube
 users:
 - name: weir-testkube
-  user: {{}}
+  user:
+    # The server accepts any client; a token keeps kubectl from prompting
+    # for a password over HTTPS.
+    token: weir-testkube
 "
     )
 }

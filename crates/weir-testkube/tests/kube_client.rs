@@ -717,3 +717,51 @@ async fn secrets_and_error_shapes() {
     assert_eq!(api_status(raw).code, 400);
     let _ = BTreeMap::<String, String>::new();
 }
+
+#[tokio::test]
+async fn https_with_the_kubeconfig_ca() {
+    let s = TestApiServer::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(s.url().starts_with("https://127.0.0.1:"));
+    let kubeconfig = std::fs::read_to_string(s.kubeconfig_path()).unwrap();
+    assert!(
+        kubeconfig.contains("certificate-authority-data:"),
+        "{kubeconfig}"
+    );
+    let client = s.client().unwrap();
+    let api: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<Ingress>::all(client), watcher::Config::default()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    tokio::time::timeout(DEADLINE, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    api.create(&PostParams::default(), &ingress("tls", "a.example.com"))
+        .await
+        .unwrap();
+    until("the reflector to see the Ingress over HTTPS", || {
+        let r = reader.clone();
+        async move { r.state().len() == 1 }
+    })
+    .await;
+    // A client that does not trust the CA is refused.
+    let mut untrusting = kube::Config::new(s.url().parse().unwrap());
+    untrusting.root_cert = None;
+    let stranger = kube::Client::try_from(untrusting).unwrap();
+    assert!(
+        Api::<Ingress>::all(stranger)
+            .list(&ListParams::default())
+            .await
+            .is_err()
+    );
+    task.abort();
+}

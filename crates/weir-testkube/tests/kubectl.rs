@@ -486,3 +486,33 @@ async fn server_side_apply_and_namespace_delete() {
         "the ConfigMap survived its namespace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // kubectl calls block a thread; the server needs another
+async fn kubectl_over_https() {
+    let s = TestApiServer::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let k = Kubectl::new(&s, "https");
+    assert!(
+        k.ok(
+            &["apply", "-f", "-"],
+            Some(&INGRESS.replace("HOST", "a.example.com"))
+        )
+        .contains("created")
+    );
+    assert!(
+        k.ok(
+            &["apply", "-f", "-"],
+            Some(&INGRESS.replace("HOST", "b.example.com"))
+        )
+        .contains("configured")
+    );
+    let host = k.ok(
+        &["get", "ing", "web", "-o", "jsonpath={.spec.rules[0].host}"],
+        None,
+    );
+    assert_eq!(host.trim(), "b.example.com");
+}

@@ -1,4 +1,4 @@
-//! Runs the test API server by hand: `weir-testkube --port N --kubeconfig-out FILE`,
+//! Runs the test API server by hand: `weir-testkube [--tls] --port N --kubeconfig-out FILE`,
 //! then point kubectl at it with `KUBECONFIG=FILE`.
 
 use std::time::Duration;
@@ -9,13 +9,15 @@ use weir_testkube::{Options, TestApiServer};
 async fn main() {
     let mut port = 0u16;
     let mut out: Option<String> = None;
+    let mut tls = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0),
             "--kubeconfig-out" => out = args.next(),
+            "--tls" => tls = true,
             "-h" | "--help" => {
-                println!("usage: weir-testkube [--port N] [--kubeconfig-out FILE]");
+                println!("usage: weir-testkube [--tls] [--port N] [--kubeconfig-out FILE]");
                 return;
             }
             other => {
@@ -27,6 +29,7 @@ async fn main() {
     let options = Options {
         addr: ([127, 0, 0, 1], port).into(),
         bookmark_interval: Duration::from_secs(5),
+        tls,
         ..Options::default()
     };
     let server = match TestApiServer::start(options).await {
