@@ -331,6 +331,31 @@ async fn resource(
         }
         (Method::GET, None) => list(shared, t.rt, ns, &q),
         (Method::GET, Some(name)) => Ok(full(StatusCode::OK, &shared.store().get(t.rt, ns, name)?)),
+        (Method::DELETE, None) => {
+            // deletecollection: every selected object, each like a DELETE.
+            let filter = filter_from(t.rt, ns, &q)?;
+            let (options, _) = body_json(req).await?;
+            let mut store = shared.store();
+            let selected = store.current(t.rt, &filter);
+            let mut deleted = Vec::new();
+            for obj in selected {
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let obj_ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                deleted.push(store.delete(t.rt, obj_ns.as_deref(), &name, &options)?);
+            }
+            Ok(full(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
+                        "metadata": {"resourceVersion": store.rv().to_string()}, "items": deleted}),
+            ))
+        }
         (Method::POST, None) => {
             let (body, _) = body_json(req).await?;
             let created = shared.store().create(t.rt, ns, body)?;
@@ -395,9 +420,20 @@ fn patch_object(
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::invalid(format!("the JSON patch could not be applied: {e}"))
-            })?;
+            // Op by op on a copy (all or nothing). As the API server does, a
+            // `test` for null passes when the path is absent: kube-runtime's
+            // finalizer helper relies on it to add the first finalizer.
+            for op in ops.0 {
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && doc.pointer(t.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                json_patch::patch(&mut doc, &[op]).map_err(|e| {
+                    ApiError::invalid(format!("the JSON patch could not be applied: {e}"))
+                })?;
+            }
         }
         "application/strategic-merge-patch+json" if rt.builtin => {
             crate::smp::apply(rt.kind, &mut doc, patch)?

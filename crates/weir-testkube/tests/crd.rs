@@ -213,6 +213,13 @@ async fn custom_resources_through_kubectl() {
     );
     let listed = ok(kubectl(&["get", "gwp"], None));
     assert!(listed.contains("p1"), "{listed}");
+    // Re-applying the CRD with a new short name configures it; the name works.
+    let crd2 = CRD.replace(
+        r#""shortNames": ["gwp"]"#,
+        r#""shortNames": ["gwp", "gpol"]"#,
+    );
+    assert!(ok(kubectl(&["apply", "-f", "-"], Some(&crd2))).contains("configured"));
+    assert!(ok(kubectl(&["get", "gpol"], None)).contains("p1"));
     let smp = kubectl(
         &[
             "patch",

@@ -765,3 +765,139 @@ async fn https_with_the_kubeconfig_ca() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn delete_collection_by_selector() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client().unwrap(), "default");
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": app}}}))
+                .unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn reconnect_resumes_from_the_bookmark_rv() {
+    let s = server().await;
+    let client = s.client().unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let (reader, writer) = reflector::store();
+    let task = tokio::spawn(
+        reflector(writer, watcher(cms, watcher::Config::default())).for_each(|_| async {}),
+    );
+    tokio::time::timeout(DEADLINE, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    // Writes to another type move the global rv; only a bookmark tells the
+    // ConfigMap watcher about it.
+    let leases: Api<Lease> = Api::namespaced(client, "default");
+    for i in 0..5 {
+        leases
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": format!("l{i}")}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let target = s.resource_version();
+    let resumed_at = |s: &TestApiServer| -> Option<u64> {
+        s.request_log()
+            .iter()
+            .filter(|r| {
+                r.path_and_query
+                    .starts_with("/api/v1/namespaces/default/configmaps?")
+                    && r.path_and_query.contains("watch=true")
+            })
+            .filter_map(|r| {
+                r.path_and_query
+                    .split("resourceVersion=")
+                    .nth(1)?
+                    .split('&')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .next_back()
+    };
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while resumed_at(&s).is_none_or(|rv| rv < target) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the watcher never resumed from a bookmark rv >= {target}"
+        );
+        s.bookmark();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.drop_watches();
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client().unwrap(), "default");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "owned"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cleaned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconcile = |obj: ConfigMap| {
+        let api = api.clone();
+        let cleaned = cleaned.clone();
+        async move {
+            finalizer(
+                &api,
+                "weir.dev/cleanup",
+                Arc::new(obj),
+                |event| async move {
+                    if let Fin::Cleanup(_) = event {
+                        cleaned.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok::<_, std::convert::Infallible>(Action::await_change())
+                },
+            )
+            .await
+        }
+    };
+    // First pass adds the finalizer (JSON patch with a `test` op).
+    reconcile(api.get("owned").await.unwrap()).await.unwrap();
+    let with = api.get("owned").await.unwrap();
+    assert_eq!(
+        with.metadata.finalizers.as_deref(),
+        Some(&["weir.dev/cleanup".to_string()][..])
+    );
+    // Delete marks it; the next pass runs Cleanup and removes the finalizer.
+    api.delete("owned", &DeleteParams::default()).await.unwrap();
+    reconcile(api.get("owned").await.unwrap()).await.unwrap();
+    assert!(
+        cleaned.load(std::sync::atomic::Ordering::SeqCst),
+        "Cleanup never ran"
+    );
+    assert!(
+        api.get_opt("owned").await.unwrap().is_none(),
+        "the object outlived its finalizer"
+    );
+}
