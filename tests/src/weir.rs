@@ -57,10 +57,32 @@ impl Weir {
     /// Starts `weir serve --manifests dir` with extra flags and waits until
     /// `/readyz` answers 200 (10 s deadline).
     pub async fn serve(dir: &Path, extra: &[&str]) -> Weir {
+        let mut args = vec![
+            "serve".to_string(),
+            "--manifests".into(),
+            dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args).await
+    }
+
+    /// Starts `weir run --kubeconfig FILE` with extra flags and waits until
+    /// `/readyz` answers 200 (the initial lists are compiled).
+    pub async fn run(kubeconfig: &Path, extra: &[&str]) -> Weir {
+        let mut args = vec![
+            "run".to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args).await
+    }
+
+    async fn start(args: &[String]) -> Weir {
+        let (sub, rest) = args.split_first().expect("subcommand");
         let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--manifests")
-            .arg(dir)
+        cmd.arg(sub)
+            .args(rest)
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
@@ -70,7 +92,6 @@ impl Weir {
                 "json",
             ])
             .args(["--worker-threads", "2"])
-            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

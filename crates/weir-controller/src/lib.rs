@@ -6,9 +6,11 @@
 //!  manifests DIR ──poll──▶ parse ──▶ compile ──▶ publish if changed ──▶ watch::Sender<Option<Published>>
 //! ```
 //!
-//! Today: [`file::FileProvider`] (`weir serve --manifests DIR`). The
-//! Kubernetes API provider (`weir run`) publishes on the same channel.
+//! [`file::FileProvider`] (`weir serve --manifests DIR`) and
+//! [`cluster::ClusterProvider`] (`weir run`, the Kubernetes API) publish on
+//! the same channel.
 
+pub mod cluster;
 pub mod file;
 mod metrics;
 mod publish;

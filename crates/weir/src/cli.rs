@@ -38,6 +38,20 @@ pub struct Cli {
 pub enum Command {
     /// Serve the Kubernetes manifests in a folder, without a cluster; reloads on change.
     Serve(ServeArgs),
+    /// Run as an ingress controller: watch the Kubernetes API and serve what it holds.
+    Run(RunArgs),
+}
+
+/// `weir run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kubeconfig to use; without it, the in-cluster service account (or the usual kubeconfig lookup).
+    #[arg(long, env = "WEIR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub class: ClassArgs,
 }
 
 /// Log formats.

@@ -12,12 +12,13 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weir_compiler::CompileOptions;
+use weir_controller::cluster::ClusterProvider;
 use weir_controller::file::FileProvider;
 use weir_controller::{ControllerMetrics, Publisher};
 use weir_proxy::{Listener, Proxy, ProxyMetrics};
 use weir_snapshot::Published;
 
-use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+use crate::cli::{ClassArgs, Cli, Command, ListenArgs, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -36,7 +37,16 @@ fn main() -> anyhow::Result<()> {
     runtime.enable_all();
     let runtime = runtime.build().context("starting the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(
+            args.listen,
+            args.class,
+            Source::Manifests(args.manifests),
+        )),
+        Command::Run(args) => runtime.block_on(serve(
+            args.listen,
+            args.class,
+            Source::Cluster(args.kubeconfig),
+        )),
     }
 }
 
@@ -57,37 +67,68 @@ fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Where snapshots come from.
+enum Source {
+    /// `weir serve --manifests DIR`.
+    Manifests(std::path::PathBuf),
+    /// `weir run [--kubeconfig FILE]`.
+    Cluster(Option<std::path::PathBuf>),
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding Kubernetes credentials (in-cluster or kubeconfig)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let proxy_metrics = ProxyMetrics::register(&registry).context("registering metrics")?;
     let controller_metrics =
         ControllerMetrics::register(&registry).context("registering metrics")?;
-    let proxy = Arc::new(Proxy::new(args.listen.proxy_config(), proxy_metrics));
+    let proxy = Arc::new(Proxy::new(listen.proxy_config(), proxy_metrics));
 
-    let http = TcpListener::bind(args.listen.http_addr)
+    let http = TcpListener::bind(listen.http_addr)
         .await
-        .with_context(|| format!("binding --http-addr {}", args.listen.http_addr))?;
-    let admin = TcpListener::bind(args.listen.admin_addr)
+        .with_context(|| format!("binding --http-addr {}", listen.http_addr))?;
+    let admin = TcpListener::bind(listen.admin_addr)
         .await
-        .with_context(|| format!("binding --admin-addr {}", args.listen.admin_addr))?;
+        .with_context(|| format!("binding --admin-addr {}", listen.admin_addr))?;
     tracing::info!(http = %http.local_addr()?, admin = %admin.local_addr()?, "Listening.");
 
     let (tx, mut rx) = watch::channel::<Option<Published>>(None);
-    let options = CompileOptions {
-        class_name: args.class.ingress_class.clone(),
-        controller_name: args.class.controller_name.clone(),
-        watch_ingress_without_class: args.class.watch_ingress_without_class,
-        allow_static_upstreams: true,
-        default_backend: args.class.default_backend.clone(),
+    let mut options = CompileOptions {
+        class_name: class.ingress_class.clone(),
+        controller_name: class.controller_name.clone(),
+        watch_ingress_without_class: class.watch_ingress_without_class,
+        allow_static_upstreams: false,
+        default_backend: class.default_backend.clone(),
     };
-    let mut provider = FileProvider::new(
-        args.manifests.clone(),
-        options,
-        Publisher::new(tx, controller_metrics.clone()),
-        controller_metrics,
-    );
-    provider.load().context("loading --manifests")?;
-    let provider_task = tokio::spawn(provider.watch());
+    let publisher = Publisher::new(tx, controller_metrics.clone());
+    let provider_task = match source {
+        Source::Manifests(dir) => {
+            // Without pods, static endpoints are how a Service gets any.
+            options.allow_static_upstreams = true;
+            let mut provider = FileProvider::new(dir, options, publisher, controller_metrics);
+            provider.load().context("loading --manifests")?;
+            tokio::spawn(provider.watch())
+        }
+        Source::Cluster(kubeconfig) => {
+            let client = kube_client(kubeconfig.as_deref()).await?;
+            let provider = ClusterProvider::new(client, options, publisher, controller_metrics);
+            tokio::spawn(provider.run())
+        }
+    };
 
     // Installs each published snapshot into the data plane.
     let ready = Arc::new(AtomicBool::new(false));
@@ -116,7 +157,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     let mut serve_stop = stop_rx.clone();
-    let drain = args.listen.drain_timeout.into();
+    let drain = listen.drain_timeout.into();
     let proxy_task = tokio::spawn(weir_proxy::serve(
         Listener {
             socket: http,

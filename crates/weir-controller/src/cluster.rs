@@ -1,0 +1,210 @@
+//! The Kubernetes API provider behind `weir run`: reflectors for every kind
+//! the compiler reads, a debounced recompile, and publication on the same
+//! channel the manifest provider uses.
+//!
+//! ```text
+//!  watcher(Ingress) ─┐
+//!  watcher(Class)   ─┼─▶ reflector stores ──change──▶ debounce (20-100 ms quiet, 500 ms max)
+//!  watcher(Service) ─┤                                  │ all stores listed?
+//!  watcher(Slice)   ─┘                                  ▼
+//!                                       Inputs (Arc copies) ─▶ compile (blocking pool) ─▶ publish if changed
+//! ```
+//!
+//! Nothing is compiled until every store has its initial list, so a restart
+//! never serves a half-listed cluster (routes without endpoints would answer
+//! 503). Watch failures are retried with kube-runtime's default backoff; the
+//! data plane keeps the last snapshot meanwhile, because publishing only
+//! ever replaces a snapshot with a newer complete one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use weir_compiler::{CompileOptions, Inputs, ObjectKey, compile};
+
+use crate::ControllerMetrics;
+use crate::publish::Publisher;
+
+/// Quiet time after a change before compiling: as long as the last compile
+/// took, between these bounds. A small cluster (cheap compiles) serves a
+/// `kubectl apply` in tens of milliseconds; a large one never spends more
+/// than about half its time compiling under churn.
+const HOLD_OFF_MIN: Duration = Duration::from_millis(20);
+const HOLD_OFF_MAX: Duration = Duration::from_millis(100);
+/// Longest a change waits while changes keep coming.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// Reflector stores of everything the compiler reads.
+#[derive(Clone)]
+struct Stores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+}
+
+fn key<K: Resource>(o: &K) -> ObjectKey {
+    let meta = o.meta();
+    ObjectKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Stores {
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            ingresses: self
+                .ingresses
+                .state()
+                .into_iter()
+                .map(|o| (key(o.as_ref()), o))
+                .collect(),
+            ingress_classes: self
+                .classes
+                .state()
+                .into_iter()
+                .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
+                .collect(),
+            services: self
+                .services
+                .state()
+                .into_iter()
+                .map(|o| (key(o.as_ref()), o))
+                .collect(),
+            endpoint_slices: self
+                .slices
+                .state()
+                .into_iter()
+                .map(|o| (key(o.as_ref()), o))
+                .collect(),
+        }
+    }
+}
+
+/// Runs a reflector for `K` until the process ends, poking `changed` after
+/// every event.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).into_owned();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => {
+                    tracing::warn!(kind = %kind, error = %e, "Watch failed; retrying with backoff.")
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// Watches the cluster through `client` and publishes compiled snapshots.
+pub struct ClusterProvider {
+    client: Client,
+    options: CompileOptions,
+    publisher: Publisher,
+    metrics: ControllerMetrics,
+}
+
+impl ClusterProvider {
+    /// A provider over `client` (all namespaces).
+    pub fn new(
+        client: Client,
+        options: CompileOptions,
+        publisher: Publisher,
+        metrics: ControllerMetrics,
+    ) -> Self {
+        ClusterProvider {
+            client,
+            options,
+            publisher,
+            metrics,
+        }
+    }
+
+    /// Runs forever: waits for the initial lists, then recompiles on change.
+    pub async fn run(mut self) {
+        let changed = Arc::new(Notify::new());
+        let c = &self.client;
+        let stores = Stores {
+            ingresses: reflect(Api::<Ingress>::all(c.clone()), changed.clone()),
+            classes: reflect(Api::<IngressClass>::all(c.clone()), changed.clone()),
+            services: reflect(Api::<Service>::all(c.clone()), changed.clone()),
+            slices: reflect(Api::<EndpointSlice>::all(c.clone()), changed.clone()),
+        };
+        for ready in [
+            stores.ingresses.wait_until_ready().await.is_ok(),
+            stores.classes.wait_until_ready().await.is_ok(),
+            stores.services.wait_until_ready().await.is_ok(),
+            stores.slices.wait_until_ready().await.is_ok(),
+        ] {
+            if !ready {
+                tracing::error!("A reflector stopped before its initial list; not publishing.");
+                return;
+            }
+        }
+        tracing::info!("Initial lists received; compiling.");
+        loop {
+            let took = self.compile_and_publish(&stores).await;
+            let hold_off = took.clamp(HOLD_OFF_MIN, HOLD_OFF_MAX);
+            changed.notified().await;
+            // Debounce: wait for `hold_off` of quiet, at most MAX_DELAY.
+            let deadline = Instant::now() + MAX_DELAY;
+            loop {
+                let quiet = tokio::time::timeout(hold_off, changed.notified());
+                match tokio::time::timeout_at(deadline, quiet).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Compiles the stores and publishes; returns how long the compile took.
+    async fn compile_and_publish(&mut self, stores: &Stores) -> Duration {
+        let start = std::time::Instant::now();
+        let inputs = stores.inputs();
+        let options = self.options.clone();
+        let compiled = match tokio::task::spawn_blocking(move || compile(&inputs, &options)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "Compile task failed; keeping the last snapshot.");
+                return start.elapsed();
+            }
+        };
+        self.metrics
+            .compile_seconds
+            .observe(start.elapsed().as_secs_f64());
+        let routes = compiled.snapshot.route_count();
+        if self.publisher.publish(compiled) {
+            tracing::info!(
+                routes,
+                ms = start.elapsed().as_millis() as u64,
+                "Cluster state compiled and published."
+            );
+        }
+        start.elapsed()
+    }
+}

@@ -1,0 +1,266 @@
+//! `weir run` against weir-testkube: objects applied through the Kubernetes
+//! API (kubectl and kube) become routes, endpoint changes rebalance, and
+//! deletions and class changes remove routes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use weir_testkube::{Options, TestApiServer};
+use weir_tests::client::{get, http1};
+use weir_tests::eventually;
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+
+fn kubectl_apply(server: &TestApiServer, cache: &std::path::Path, yaml: &str) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_path())
+        .args(["apply", "-f", "-"])
+        .env("KUBECACHEDIR", cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed for the controller tests");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn objects(name: &str, host: &str, endpoints: &[std::net::SocketAddr]) -> String {
+    let port = endpoints.first().map_or(80, |a| a.port());
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{addresses: [\"{}\"]}}", a.ip()))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ingressClassName: weir
+  rules: [{{host: {host}, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}]}}}}]
+",
+        eps.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // kubectl calls block a thread
+async fn kubectl_apply_becomes_traffic() {
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let cache = std::env::temp_dir().join(format!("weir-ctl-cache-{}", std::process::id()));
+    let weir = Weir::run(server.kubeconfig_path(), &[]).await;
+    let client = http1();
+    let addr = weir.http;
+
+    // Nothing yet: 404 with weir's JSON body.
+    let r = get(&client, addr, "app-0.test", "/", &[]).await.unwrap();
+    assert_eq!(r.status, 404);
+
+    // Each apply is served quickly after kubectl returns; report the spread.
+    let mut latencies = Vec::new();
+    let mut upstreams = Vec::new();
+    for i in 0..10 {
+        let up = Upstream::start(&format!("app-{i}")).await;
+        let host = format!("app-{i}.test");
+        kubectl_apply(
+            &server,
+            &cache,
+            &objects(&format!("app-{i}"), &host, &[up.addr]),
+        );
+        let applied = tokio::time::Instant::now();
+        eventually(
+            Duration::from_secs(10),
+            "the applied Ingress to serve",
+            || {
+                let client = client.clone();
+                let host = host.clone();
+                async move {
+                    let r = get(&client, addr, &host, "/", &[]).await.ok()?;
+                    (r.status == 200).then_some(())
+                }
+            },
+        )
+        .await;
+        latencies.push(applied.elapsed());
+        upstreams.push(up);
+    }
+    latencies.sort();
+    eprintln!(
+        "kubectl apply exit -> first 200 through weir: p50 {:?}, max {:?}",
+        latencies[5], latencies[9]
+    );
+    let r = get(&client, addr, "app-3.test", "/x", &[]).await.unwrap();
+    assert_eq!(r.json()["upstream"], "app-3");
+
+    // A second endpoint joins: traffic is balanced across both.
+    let extra = Upstream::start("app-0-b").await;
+    let kube = server.client().unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(kube.clone(), "default");
+    let second: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "app-0-2", "labels": {"kubernetes.io/service-name": "app-0"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": extra.addr.port()}],
+        "endpoints": [{"addresses": [extra.addr.ip().to_string()]}]}))
+    .unwrap();
+    // The Service port maps by name; the new slice's port differs, which is
+    // exactly what named ports allow.
+    slices
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the new endpoint to get traffic",
+        || {
+            let client = client.clone();
+            async move {
+                let r = get(&client, addr, "app-0.test", "/", &[]).await.ok()?;
+                (r.json()["upstream"] == "app-0-b").then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Deleting an Ingress removes its routes; the others keep serving.
+    let ingresses: Api<Ingress> = Api::namespaced(kube, "default");
+    ingresses
+        .delete("app-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the deleted Ingress to 404",
+        || {
+            let client = client.clone();
+            async move {
+                let r = get(&client, addr, "app-1.test", "/", &[]).await.ok()?;
+                (r.status == 404).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&client, addr, "app-2.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Moving an Ingress to another class removes it from weir.
+    ingresses
+        .patch(
+            "app-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingressClassName": "nginx"}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the re-classed Ingress to 404",
+        || {
+            let client = client.clone();
+            async move {
+                let r = get(&client, addr, "app-2.test", "/", &[]).await.ok()?;
+                (r.status == 404).then_some(())
+            }
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[tokio::test]
+async fn not_ready_until_the_api_answers() {
+    // An unreachable API server: weir starts, serves its admin port, and
+    // stays not-ready instead of serving an empty configuration as real.
+    let dir = weir_tests::TempDir::new("unreachable");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"http://{dead}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\nusers: [{{name: u, user: {{token: t}}}}]\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(weir_tests::weir::binary())
+        .args(["run", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let admin = {
+        use std::io::BufRead;
+        let mut admin = None;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "Listening."
+            {
+                admin = v["admin"]
+                    .as_str()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                break;
+            }
+        }
+        admin.expect("weir never logged its listeners")
+    };
+    let client = http1();
+    assert_eq!(
+        get(&client, admin, "x", "/healthz", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&client, admin, "x", "/readyz", &[])
+            .await
+            .unwrap()
+            .status,
+        503
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
