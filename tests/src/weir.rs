@@ -168,6 +168,12 @@ impl Weir {
             .expect("VmRSS")
     }
 
+    /// Sends SIGKILL (a crash: nothing is cleaned up) and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let ok = Command::new("kill")

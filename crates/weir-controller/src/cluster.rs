@@ -120,12 +120,23 @@ where
     reader
 }
 
+/// What the leader writes back to the cluster.
+pub struct StatusConfig {
+    /// Whether this replica leads (from [`crate::leader::run`], or always
+    /// true without leader election).
+    pub leader: tokio::sync::watch::Receiver<bool>,
+    /// `--publish-address` values for Ingress `status.loadBalancer`.
+    pub addresses: Vec<String>,
+}
+
 /// Watches the cluster through `client` and publishes compiled snapshots.
 pub struct ClusterProvider {
     client: Client,
     options: CompileOptions,
     publisher: Publisher,
     metrics: ControllerMetrics,
+    status: Option<StatusConfig>,
+    accepted: std::collections::BTreeSet<weir_compiler::ObjectRef>,
 }
 
 impl ClusterProvider {
@@ -141,6 +152,28 @@ impl ClusterProvider {
             options,
             publisher,
             metrics,
+            status: None,
+            accepted: Default::default(),
+        }
+    }
+
+    /// Enables status writes (by the leader only).
+    pub fn with_status(mut self, status: StatusConfig) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Writes Ingress status if this replica leads.
+    async fn write_status(&mut self, stores: &Stores) {
+        let Some(status) = &self.status else { return };
+        if !*status.leader.borrow() {
+            return;
+        }
+        let desired = crate::status::load_balancer(&status.addresses);
+        let n =
+            crate::status::sync(&self.client, &stores.ingresses, &self.accepted, &desired).await;
+        if n > 0 {
+            tracing::info!(ingresses = n, "Wrote Ingress status.");
         }
     }
 
@@ -166,10 +199,32 @@ impl ClusterProvider {
             }
         }
         tracing::info!("Initial lists received; compiling.");
+        let mut leader = self.status.as_ref().map(|s| s.leader.clone());
         loop {
             let took = self.compile_and_publish(&stores).await;
+            self.write_status(&stores).await;
             let hold_off = took.clamp(HOLD_OFF_MIN, HOLD_OFF_MAX);
-            changed.notified().await;
+            // Wait for a change; becoming leader also calls for a status sync.
+            loop {
+                let became_leader = async {
+                    match leader.as_mut() {
+                        // Resolves on a transition to leader only.
+                        Some(rx) => loop {
+                            if rx.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                            if *rx.borrow_and_update() {
+                                break;
+                            }
+                        },
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    () = changed.notified() => break,
+                    () = became_leader => self.write_status(&stores).await,
+                }
+            }
             // Debounce: wait for `hold_off` of quiet, at most MAX_DELAY.
             let deadline = Instant::now() + MAX_DELAY;
             loop {
@@ -198,6 +253,7 @@ impl ClusterProvider {
             .compile_seconds
             .observe(start.elapsed().as_secs_f64());
         let routes = compiled.snapshot.route_count();
+        self.accepted = compiled.accepted.clone();
         if self.publisher.publish(compiled) {
             tracing::info!(
                 routes,

@@ -12,8 +12,10 @@
 
 pub mod cluster;
 pub mod file;
+pub mod leader;
 mod metrics;
 mod publish;
+pub mod status;
 
 pub use metrics::ControllerMetrics;
 pub use publish::Publisher;

@@ -48,6 +48,27 @@ pub struct RunArgs {
     /// Kubeconfig to use; without it, the in-cluster service account (or the usual kubeconfig lookup).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Addresses written to Ingress status.loadBalancer (IPs or hostnames, comma-separated); by the leader only.
+    #[arg(long, value_delimiter = ',', env = "WEIR_PUBLISH_ADDRESS")]
+    pub publish_address: Vec<String>,
+    /// Elect one replica to write status (traffic never depends on it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "WEIR_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else default).
+    #[arg(long, env = "WEIR_ELECTION_NAMESPACE")]
+    pub election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "weir-leader", env = "WEIR_ELECTION_ID")]
+    pub election_id: String,
+    /// How long a lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = duration, env = "WEIR_LEASE_DURATION")]
+    pub lease_duration: Dur,
+    /// How long the leader keeps trying to renew before stepping down.
+    #[arg(long, default_value = "10s", value_parser = duration, env = "WEIR_RENEW_DEADLINE")]
+    pub renew_deadline: Dur,
+    /// How often candidates retry and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = duration, env = "WEIR_RETRY_PERIOD")]
+    pub retry_period: Dur,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]

@@ -12,8 +12,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weir_compiler::CompileOptions;
-use weir_controller::cluster::ClusterProvider;
+use weir_controller::cluster::{ClusterProvider, StatusConfig};
 use weir_controller::file::FileProvider;
+use weir_controller::leader;
 use weir_controller::{ControllerMetrics, Publisher};
 use weir_proxy::{Listener, Proxy, ProxyMetrics};
 use weir_snapshot::Published;
@@ -42,11 +43,28 @@ fn main() -> anyhow::Result<()> {
             args.class,
             Source::Manifests(args.manifests),
         )),
-        Command::Run(args) => runtime.block_on(serve(
-            args.listen,
-            args.class,
-            Source::Cluster(args.kubeconfig),
-        )),
+        Command::Run(args) => {
+            let cluster = Cluster {
+                kubeconfig: args.kubeconfig,
+                publish_address: args.publish_address,
+                election: args.leader_elect.then(|| leader::ElectionConfig {
+                    namespace: args
+                        .election_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .unwrap_or_else(|| "default".into()),
+                    name: args.election_id,
+                    identity: format!(
+                        "{}-{}",
+                        std::env::var("HOSTNAME").unwrap_or_else(|_| "weir".into()),
+                        std::process::id()
+                    ),
+                    lease_duration: args.lease_duration.into(),
+                    renew_deadline: args.renew_deadline.into(),
+                    retry_period: args.retry_period.into(),
+                }),
+            };
+            runtime.block_on(serve(args.listen, args.class, Source::Cluster(cluster)))
+        }
     }
 }
 
@@ -71,8 +89,15 @@ fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
 enum Source {
     /// `weir serve --manifests DIR`.
     Manifests(std::path::PathBuf),
-    /// `weir run [--kubeconfig FILE]`.
-    Cluster(Option<std::path::PathBuf>),
+    /// `weir run`.
+    Cluster(Cluster),
+}
+
+/// Settings of `weir run` beyond the shared ones.
+struct Cluster {
+    kubeconfig: Option<std::path::PathBuf>,
+    publish_address: Vec<String>,
+    election: Option<leader::ElectionConfig>,
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
@@ -123,9 +148,18 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
             provider.load().context("loading --manifests")?;
             tokio::spawn(provider.watch())
         }
-        Source::Cluster(kubeconfig) => {
-            let client = kube_client(kubeconfig.as_deref()).await?;
-            let provider = ClusterProvider::new(client, options, publisher, controller_metrics);
+        Source::Cluster(cluster) => {
+            let client = kube_client(cluster.kubeconfig.as_deref()).await?;
+            // Without election this replica writes status alone.
+            let (leader_tx, leader_rx) = watch::channel(cluster.election.is_none());
+            if let Some(election) = cluster.election {
+                tokio::spawn(leader::run(client.clone(), election, leader_tx));
+            }
+            let provider = ClusterProvider::new(client, options, publisher, controller_metrics)
+                .with_status(StatusConfig {
+                    leader: leader_rx,
+                    addresses: cluster.publish_address,
+                });
             tokio::spawn(provider.run())
         }
     };
