@@ -264,3 +264,100 @@ async fn not_ready_until_the_api_answers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_ingress_gets_an_event_once() {
+    use k8s_openapi::api::events::v1::Event;
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let kube = server.client().unwrap();
+    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
+    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
+    let bad: Ingress = serde_json::from_value(json!({"metadata": {"name": "evil",
+        "annotations": {"nginx.ingress.kubernetes.io/server-snippet": "return 200;"}},
+        "spec": {"ingressClassName": "weir", "defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}}))
+    .unwrap();
+    ingresses
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap();
+    let good: Ingress = serde_json::from_value(json!({"metadata": {"name": "good"},
+        "spec": {"ingressClassName": "weir", "defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}}))
+    .unwrap();
+    ingresses
+        .create(&PostParams::default(), &good)
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(kube.clone(), "default");
+    let refused = || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("evil")
+                    && e.reason.as_deref() == Some("AnnotationRefused")
+            })
+            .collect::<Vec<_>>()
+            .into()
+    };
+    let found: Vec<Event> = eventually(
+        Duration::from_secs(10),
+        "an Event on the rejected Ingress",
+        || async {
+            let v: Option<Vec<Event>> = refused().await;
+            v.filter(|v| !v.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(found[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        found[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("server-snippet"),
+        "{:?}",
+        found[0].note
+    );
+    // More recompiles do not repeat it; the valid Ingress gets no warning.
+    for i in 0..3 {
+        ingresses.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("more-{i}")},
+            "spec": {"ingressClassName": "weir", "defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}})).unwrap())
+            .await
+            .unwrap();
+    }
+    let addr = weir.admin;
+    let client = http1();
+    // Each extra Ingress loses the catch-all fallback to the older "good":
+    // three such findings means all three were compiled.
+    eventually(Duration::from_secs(10), "the recompiles to include all three", || {
+        let client = client.clone();
+        async move {
+            let m = get(&client, addr, "x", "/metrics", &[]).await.ok()?;
+            String::from_utf8_lossy(&m.body)
+                .contains(r#"weir_config_diagnostics{reason="DefaultBackendConflict",severity="warning"} 3"#)
+                .then_some(())
+        }
+    })
+    .await;
+    let all = events.list(&Default::default()).await.unwrap().items;
+    let about_evil = all
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("evil"))
+        .count();
+    assert_eq!(
+        about_evil, 1,
+        "the same finding was reported more than once"
+    );
+    // "good" is served (its missing Service is a Normal-type finding), so it
+    // gets no Warning.
+    assert!(
+        !all.iter().any(
+            |e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("good")
+                && e.type_.as_deref() == Some("Warning")
+        ),
+        "a served Ingress got a Warning Event"
+    );
+}

@@ -137,6 +137,10 @@ pub struct ClusterProvider {
     metrics: ControllerMetrics,
     status: Option<StatusConfig>,
     accepted: std::collections::BTreeSet<weir_compiler::ObjectRef>,
+    /// Findings of the last compile, and those already reported as Events.
+    diagnostics: Vec<weir_compiler::Diagnostic>,
+    reported: std::collections::BTreeSet<weir_compiler::Diagnostic>,
+    recorder: kube::runtime::events::Recorder,
 }
 
 impl ClusterProvider {
@@ -147,13 +151,20 @@ impl ClusterProvider {
         publisher: Publisher,
         metrics: ControllerMetrics,
     ) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: "weir.dev/ingress-controller".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
         ClusterProvider {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
             options,
             publisher,
             metrics,
             status: None,
             accepted: Default::default(),
+            diagnostics: Vec::new(),
+            reported: Default::default(),
         }
     }
 
@@ -175,6 +186,8 @@ impl ClusterProvider {
         if n > 0 {
             tracing::info!(ingresses = n, "Wrote Ingress status.");
         }
+        crate::status::report(&self.recorder, &self.reported, &self.diagnostics).await;
+        self.reported = self.diagnostics.iter().cloned().collect();
     }
 
     /// Runs forever: waits for the initial lists, then recompiles on change.
@@ -254,6 +267,7 @@ impl ClusterProvider {
             .observe(start.elapsed().as_secs_f64());
         let routes = compiled.snapshot.route_count();
         self.accepted = compiled.accepted.clone();
+        self.diagnostics = compiled.diagnostics.clone();
         if self.publisher.publish(compiled) {
             tracing::info!(
                 routes,

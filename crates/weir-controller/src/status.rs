@@ -70,3 +70,50 @@ pub async fn sync(
     }
     written
 }
+
+/// Publishes a Kubernetes Event for each rejected field or object that is
+/// new since the last compile, so `kubectl describe ingress` says why a
+/// route is not served. Leader only; the same finding is not repeated on
+/// every recompile.
+pub async fn report(
+    recorder: &kube::runtime::events::Recorder,
+    previous: &BTreeSet<weir_compiler::Diagnostic>,
+    current: &[weir_compiler::Diagnostic],
+) -> usize {
+    use kube::runtime::events::{Event, EventType};
+    let mut published = 0;
+    for d in current.iter().filter(|d| !previous.contains(*d)) {
+        let (api_version, kind) = match d.object.kind {
+            "Ingress" => ("networking.k8s.io/v1", "Ingress"),
+            "Service" => ("v1", "Service"),
+            _ => continue,
+        };
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            namespace: Some(d.object.namespace.clone()),
+            name: Some(d.object.name.clone()),
+            ..Default::default()
+        };
+        let note = match &d.field {
+            Some(f) => format!("{f}: {}", d.message),
+            None => d.message.clone(),
+        };
+        let event = Event {
+            type_: match d.severity {
+                weir_compiler::Severity::Error => EventType::Warning,
+                weir_compiler::Severity::Warning => EventType::Normal,
+            },
+            reason: d.reason.to_owned(),
+            // The API limits notes to 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        match recorder.publish(&event, &reference).await {
+            Ok(()) => published += 1,
+            Err(e) => tracing::warn!(object = %d.object, error = %e, "Publishing an Event failed."),
+        }
+    }
+    published
+}
