@@ -91,6 +91,32 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
         leader_pid == a.pid() || leader_pid == b.pid(),
         "lease held by neither replica"
     );
+    // Sampled every 50 ms for 2 s: at most one replica believes it leads,
+    // and it is the Lease holder.
+    let client = http1();
+    for _ in 0..40 {
+        let mut leading = Vec::new();
+        for w in [&a, &b] {
+            let m = get(&client, w.admin, "x", "/metrics", &[]).await.unwrap();
+            if String::from_utf8_lossy(&m.body)
+                .lines()
+                .any(|l| l == "weir_leader 1")
+            {
+                leading.push(w.pid());
+            }
+        }
+        assert!(
+            leading.len() <= 1,
+            "two replicas believe they lead: {leading:?}"
+        );
+        if let Some(pid) = leading.first() {
+            assert_eq!(
+                *pid, leader_pid,
+                "a replica that does not hold the Lease believes it leads"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (leader_ip, follower_ip) = if leader_pid == a.pid() {
         ("192.0.2.1", "192.0.2.2")
     } else {
@@ -104,7 +130,6 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
     .await;
     // Recompiles on both replicas; status must stay the leader's, and both
     // replicas serve every route.
-    let client = http1();
     for n in 0..3 {
         let name = format!("more-{n}");
         ingresses

@@ -14,6 +14,8 @@ pub struct ControllerMetrics {
     diagnostics: IntGaugeVec,
     /// `weir_manifest_errors`: manifest documents that could not be read.
     pub manifest_errors: IntGauge,
+    /// `weir_leader`: 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
 }
 
 impl ControllerMetrics {
@@ -46,12 +48,18 @@ impl ControllerMetrics {
         registry.register(Box::new(compile_seconds.clone()))?;
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(diagnostics.clone()))?;
+        let leader = IntGauge::new(
+            "weir_leader",
+            "Whether this replica is the elected leader that writes status and Events (1) or not (0).",
+        )?;
         registry.register(Box::new(manifest_errors.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(ControllerMetrics {
             compile_seconds,
             published,
             diagnostics,
             manifest_errors,
+            leader,
         })
     }
 

@@ -194,6 +194,7 @@ async fn status_subresource_changes_only_status() {
         .unwrap();
     let ip = applied
         .status
+        .clone()
         .unwrap()
         .load_balancer
         .unwrap()
@@ -202,6 +203,41 @@ async fn status_subresource_changes_only_status() {
         .ip
         .clone();
     assert_eq!(ip.as_deref(), Some("192.0.2.11"));
+    // replace_status takes only .status from the body.
+    let mut whole = applied.clone();
+    whole.spec.as_mut().unwrap().ingress_class_name = Some("ignored".into());
+    whole
+        .status
+        .as_mut()
+        .unwrap()
+        .load_balancer
+        .as_mut()
+        .unwrap()
+        .ingress
+        .as_mut()
+        .unwrap()[0]
+        .ip = Some("192.0.2.12".into());
+    let replaced = api
+        .replace_status("web", &PostParams::default(), &whole)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.spec.unwrap().ingress_class_name.as_deref(),
+        Some("weir")
+    );
+    assert_eq!(
+        replaced
+            .status
+            .unwrap()
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap()[0]
+            .ip
+            .as_deref(),
+        Some("192.0.2.12")
+    );
+    assert_eq!(replaced.metadata.generation, Some(1));
 }
 
 #[tokio::test]

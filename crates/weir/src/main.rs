@@ -152,6 +152,19 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
             let client = kube_client(cluster.kubeconfig.as_deref()).await?;
             // Without election this replica writes status alone.
             let (leader_tx, leader_rx) = watch::channel(cluster.election.is_none());
+            {
+                // weir_leader follows the election.
+                let gauge = controller_metrics.leader.clone();
+                let mut rx = leader_rx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        gauge.set(i64::from(*rx.borrow_and_update()));
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
             if let Some(election) = cluster.election {
                 tokio::spawn(leader::run(client.clone(), election, leader_tx));
             }
