@@ -664,6 +664,37 @@ async fn concurrent_writers_and_watchers_agree() {
         w.await.unwrap();
     }
     let last = api.get("counter").await.unwrap();
+    // kubectl reads the same final state (on the blocking pool: this test's
+    // runtime thread also serves the API).
+    let kubeconfig = s.kubeconfig_path().to_owned();
+    let cache = std::env::temp_dir().join(format!("weir-kubectl-cache-cas-{}", std::process::id()));
+    let via_kubectl = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "get",
+                "lease",
+                "counter",
+                "-o",
+                "jsonpath={.metadata.resourceVersion} {.spec.leaseTransitions}",
+            ])
+            .env("KUBECACHEDIR", &cache)
+            .output()
+            .expect("kubectl must be installed for this test")
+    })
+    .await
+    .unwrap();
+    assert!(
+        via_kubectl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_kubectl.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&via_kubectl.stdout).trim(),
+        format!("{} 50", last.metadata.resource_version.as_deref().unwrap()),
+        "kubectl and kube disagree on the final state"
+    );
     assert_eq!(
         last.spec.unwrap().lease_transitions,
         Some(50),
