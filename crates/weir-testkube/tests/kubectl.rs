@@ -215,6 +215,18 @@ endpoints: [{addresses: [10.0.0.1]}]
         None,
     );
     assert_eq!(generation.trim(), "2");
+    // delete -f removes what the manifest names.
+    assert!(
+        k.ok(&["delete", "-f", "-"], Some(&ingress2))
+            .contains("deleted")
+    );
+    assert!(
+        Api::<Ingress>::namespaced(client, "default")
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)] // kubectl calls block a thread; the server needs another
