@@ -361,3 +361,126 @@ async fn rejected_ingress_gets_an_event_once() {
         "a served Ingress got a Warning Event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_publish_service_and_metrics() {
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let kube = server.client().unwrap();
+    let up = Upstream::start("app").await;
+    for ns in ["team-a", "team-b", "weir"] {
+        Api::<Namespace>::all(kube.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let cache = std::env::temp_dir().join(format!("weir-ctl-cache-ns-{}", std::process::id()));
+    for ns in ["team-a", "team-b"] {
+        let yaml = objects("app", &format!("{ns}.test"), &[up.addr])
+            .replace("namespace: default", &format!("namespace: {ns}"));
+        kubectl_apply(&server, &cache, &yaml);
+    }
+    // The load balancer Service in front of weir, with an address.
+    let lb: Service = serde_json::from_value(json!({"metadata": {"name": "weir"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})).unwrap();
+    let services: Api<Service> = Api::namespaced(kube.clone(), "weir");
+    services.create(&PostParams::default(), &lb).await.unwrap();
+    services
+        .patch_status(
+            "weir",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let weir = Weir::run(
+        server.kubeconfig_path(),
+        &[
+            "--watch-namespace",
+            "team-a",
+            "--publish-service",
+            "weir/weir",
+            "--leader-elect",
+            "false",
+        ],
+    )
+    .await;
+    let client = http1();
+    assert_eq!(
+        get(&client, weir.http, "team-a.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&client, weir.http, "team-b.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        404,
+        "an unwatched namespace was served"
+    );
+
+    let team_a: Api<Ingress> = Api::namespaced(kube.clone(), "team-a");
+    let ip = |i: Ingress| i.status?.load_balancer?.ingress?.first()?.ip.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the publish Service's address in status",
+        || async {
+            (ip(team_a.get("app").await.ok()?).as_deref() == Some("203.0.113.9")).then_some(())
+        },
+    )
+    .await;
+    // The load balancer's address changes: status follows.
+    services
+        .patch_status(
+            "weir",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "status to follow the new address",
+        || async {
+            (ip(team_a.get("app").await.ok()?).as_deref() == Some("203.0.113.10")).then_some(())
+        },
+    )
+    .await;
+    // team-b is not ours to write.
+    let team_b: Api<Ingress> = Api::namespaced(kube, "team-b");
+    assert!(ip(team_b.get("app").await.unwrap()).is_none());
+
+    let m = get(&client, weir.admin, "x", "/metrics", &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&m.body);
+    for line in [
+        "weir_objects{kind=\"Ingress\"} 1",
+        "weir_objects{kind=\"EndpointSlice\"} 1",
+        "weir_leader 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("weir_watch_events_total{kind=\"Ingress\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_change_to_publish_seconds_count"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

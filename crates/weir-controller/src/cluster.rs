@@ -42,13 +42,15 @@ const HOLD_OFF_MAX: Duration = Duration::from_millis(100);
 /// Longest a change waits while changes keep coming.
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
-/// Reflector stores of everything the compiler reads.
+/// Reflector stores of everything the compiler reads. Namespaced kinds
+/// have one store per watched namespace (one in all, with no
+/// `--watch-namespace`).
 #[derive(Clone)]
 struct Stores {
-    ingresses: Store<Ingress>,
+    ingresses: Vec<Store<Ingress>>,
     classes: Store<IngressClass>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Vec<Store<Service>>,
+    slices: Vec<Store<EndpointSlice>>,
 }
 
 fn key<K: Resource>(o: &K) -> ObjectKey {
@@ -59,40 +61,74 @@ fn key<K: Resource>(o: &K) -> ObjectKey {
     )
 }
 
+fn keyed<K>(stores: &[Store<K>]) -> std::collections::BTreeMap<ObjectKey, Arc<K>>
+where
+    K: Resource + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores
+        .iter()
+        .flat_map(Store::state)
+        .map(|o| (key(o.as_ref()), o))
+        .collect()
+}
+
 impl Stores {
     fn inputs(&self) -> Inputs {
         Inputs {
-            ingresses: self
-                .ingresses
-                .state()
-                .into_iter()
-                .map(|o| (key(o.as_ref()), o))
-                .collect(),
+            ingresses: keyed(&self.ingresses),
             ingress_classes: self
                 .classes
                 .state()
                 .into_iter()
                 .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
                 .collect(),
-            services: self
-                .services
-                .state()
-                .into_iter()
-                .map(|o| (key(o.as_ref()), o))
-                .collect(),
-            endpoint_slices: self
-                .slices
-                .state()
-                .into_iter()
-                .map(|o| (key(o.as_ref()), o))
-                .collect(),
+            services: keyed(&self.services),
+            endpoint_slices: keyed(&self.slices),
         }
+    }
+
+    async fn wait_until_ready(&self) -> bool {
+        let mut ok = self.classes.wait_until_ready().await.is_ok();
+        for s in &self.ingresses {
+            ok &= s.wait_until_ready().await.is_ok();
+        }
+        for s in &self.services {
+            ok &= s.wait_until_ready().await.is_ok();
+        }
+        for s in &self.slices {
+            ok &= s.wait_until_ready().await.is_ok();
+        }
+        ok
+    }
+
+    fn count_objects(&self, metrics: &ControllerMetrics) {
+        let n = |sizes: Vec<usize>| i64::try_from(sizes.iter().sum::<usize>()).unwrap_or(i64::MAX);
+        let set = |kind: &str, v: i64| metrics.objects.with_label_values(&[kind]).set(v);
+        set(
+            "Ingress",
+            n(self.ingresses.iter().map(|s| s.state().len()).collect()),
+        );
+        set("IngressClass", n(vec![self.classes.state().len()]));
+        set(
+            "Service",
+            n(self.services.iter().map(|s| s.state().len()).collect()),
+        );
+        set(
+            "EndpointSlice",
+            n(self.slices.iter().map(|s| s.state().len()).collect()),
+        );
     }
 }
 
 /// Runs a reflector for `K` until the process ends, poking `changed` after
 /// every event.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    metrics: &ControllerMetrics,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -104,20 +140,62 @@ where
 {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let events = metrics.watch_events.with_label_values(&[&kind]);
+    let errors = metrics.watch_errors.with_label_values(&[&kind]);
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => {
+                    events.inc();
+                    changed.notify_one();
+                }
                 Err(e) => {
-                    tracing::warn!(kind = %kind, error = %e, "Watch failed; retrying with backoff.")
+                    errors.inc();
+                    tracing::warn!(kind = %kind, error = %e, "Watch failed; retrying with backoff.");
                 }
             }
         }
     });
     reader
+}
+
+/// One store per watched namespace (or one over all namespaces).
+fn reflect_namespaced<K>(
+    client: &Client,
+    namespaces: &[String],
+    changed: &Arc<Notify>,
+    metrics: &ControllerMetrics,
+) -> Vec<Store<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    if namespaces.is_empty() {
+        return vec![reflect(
+            Api::<K>::all(client.clone()),
+            watcher::Config::default(),
+            changed.clone(),
+            metrics,
+        )];
+    }
+    namespaces
+        .iter()
+        .map(|ns| {
+            reflect(
+                Api::<K>::namespaced(client.clone(), ns),
+                watcher::Config::default(),
+                changed.clone(),
+                metrics,
+            )
+        })
+        .collect()
 }
 
 /// What the leader writes back to the cluster.
@@ -127,6 +205,9 @@ pub struct StatusConfig {
     pub leader: tokio::sync::watch::Receiver<bool>,
     /// `--publish-address` values for Ingress `status.loadBalancer`.
     pub addresses: Vec<String>,
+    /// `--publish-service namespace/name`: use that Service's load-balancer
+    /// addresses instead (what a cloud load balancer in front of weir got).
+    pub publish_service: Option<(String, String)>,
 }
 
 /// Watches the cluster through `client` and publishes compiled snapshots.
@@ -141,15 +222,20 @@ pub struct ClusterProvider {
     diagnostics: Vec<weir_compiler::Diagnostic>,
     reported: std::collections::BTreeSet<weir_compiler::Diagnostic>,
     recorder: kube::runtime::events::Recorder,
+    namespaces: Vec<String>,
+    publish_service: Option<Store<Service>>,
+    /// When the first event of the batch being compiled arrived.
+    first_change: Option<Instant>,
 }
 
 impl ClusterProvider {
-    /// A provider over `client` (all namespaces).
+    /// A provider over `client`, watching `namespaces` (all when empty).
     pub fn new(
         client: Client,
         options: CompileOptions,
         publisher: Publisher,
         metrics: ControllerMetrics,
+        namespaces: Vec<String>,
     ) -> Self {
         let reporter = kube::runtime::events::Reporter {
             controller: "weir.dev/ingress-controller".into(),
@@ -165,6 +251,9 @@ impl ClusterProvider {
             accepted: Default::default(),
             diagnostics: Vec::new(),
             reported: Default::default(),
+            namespaces,
+            publish_service: None,
+            first_change: None,
         }
     }
 
@@ -180,7 +269,10 @@ impl ClusterProvider {
         if !*status.leader.borrow() {
             return;
         }
-        let desired = crate::status::load_balancer(&status.addresses);
+        let desired = match &self.publish_service {
+            Some(store) => crate::status::service_load_balancer(store),
+            None => crate::status::load_balancer(&status.addresses),
+        };
         let n =
             crate::status::sync(&self.client, &stores.ingresses, &self.accepted, &desired).await;
         if n > 0 {
@@ -194,22 +286,38 @@ impl ClusterProvider {
     pub async fn run(mut self) {
         let changed = Arc::new(Notify::new());
         let c = &self.client;
+        let m = &self.metrics;
+        let ns = &self.namespaces;
         let stores = Stores {
-            ingresses: reflect(Api::<Ingress>::all(c.clone()), changed.clone()),
-            classes: reflect(Api::<IngressClass>::all(c.clone()), changed.clone()),
-            services: reflect(Api::<Service>::all(c.clone()), changed.clone()),
-            slices: reflect(Api::<EndpointSlice>::all(c.clone()), changed.clone()),
+            ingresses: reflect_namespaced(c, ns, &changed, m),
+            classes: reflect(
+                Api::<IngressClass>::all(c.clone()),
+                watcher::Config::default(),
+                changed.clone(),
+                m,
+            ),
+            services: reflect_namespaced(c, ns, &changed, m),
+            slices: reflect_namespaced(c, ns, &changed, m),
         };
-        for ready in [
-            stores.ingresses.wait_until_ready().await.is_ok(),
-            stores.classes.wait_until_ready().await.is_ok(),
-            stores.services.wait_until_ready().await.is_ok(),
-            stores.slices.wait_until_ready().await.is_ok(),
-        ] {
-            if !ready {
-                tracing::error!("A reflector stopped before its initial list; not publishing.");
+        if let Some((namespace, name)) =
+            self.status.as_ref().and_then(|s| s.publish_service.clone())
+        {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let store = reflect(
+                Api::<Service>::namespaced(c.clone(), &namespace),
+                config,
+                changed.clone(),
+                m,
+            );
+            if store.wait_until_ready().await.is_err() {
+                tracing::error!("The --publish-service reflector stopped; not publishing.");
                 return;
             }
+            self.publish_service = Some(store);
+        }
+        if !stores.wait_until_ready().await {
+            tracing::error!("A reflector stopped before its initial list; not publishing.");
+            return;
         }
         tracing::info!("Initial lists received; compiling.");
         let mut leader = self.status.as_ref().map(|s| s.leader.clone());
@@ -217,6 +325,7 @@ impl ClusterProvider {
             let took = self.compile_and_publish(&stores).await;
             self.write_status(&stores).await;
             let hold_off = took.clamp(HOLD_OFF_MIN, HOLD_OFF_MAX);
+            stores.count_objects(&self.metrics);
             // Wait for a change; becoming leader also calls for a status sync.
             loop {
                 let became_leader = async {
@@ -234,7 +343,10 @@ impl ClusterProvider {
                     }
                 };
                 tokio::select! {
-                    () = changed.notified() => break,
+                    () = changed.notified() => {
+                        self.first_change = Some(Instant::now());
+                        break;
+                    }
                     () = became_leader => self.write_status(&stores).await,
                 }
             }
@@ -269,6 +381,11 @@ impl ClusterProvider {
         self.accepted = compiled.accepted.clone();
         self.diagnostics = compiled.diagnostics.clone();
         if self.publisher.publish(compiled) {
+            if let Some(first) = self.first_change.take() {
+                self.metrics
+                    .change_to_publish
+                    .observe(first.elapsed().as_secs_f64());
+            }
             tracing::info!(
                 routes,
                 ms = start.elapsed().as_millis() as u64,

@@ -1,6 +1,8 @@
 //! Control-plane metrics: compile time, publications, diagnostics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use weir_compiler::{Diagnostic, Severity};
 
 /// Metrics shared by the providers.
@@ -16,6 +18,15 @@ pub struct ControllerMetrics {
     pub manifest_errors: IntGauge,
     /// `weir_leader`: 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// `weir_watch_events_total{kind}`: watch events received.
+    pub watch_events: IntCounterVec,
+    /// `weir_watch_errors_total{kind}`: watch failures (each is retried with backoff).
+    pub watch_errors: IntCounterVec,
+    /// `weir_objects{kind}`: objects in the controller's caches.
+    pub objects: IntGaugeVec,
+    /// `weir_change_to_publish_seconds`: first API event of a batch to the
+    /// new snapshot being published.
+    pub change_to_publish: Histogram,
 }
 
 impl ControllerMetrics {
@@ -54,12 +65,48 @@ impl ControllerMetrics {
         )?;
         registry.register(Box::new(manifest_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let watch_events = IntCounterVec::new(
+            Opts::new(
+                "weir_watch_events_total",
+                "Kubernetes watch events received, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "weir_watch_errors_total",
+                "Kubernetes watch failures, by kind; each is retried with backoff.",
+            ),
+            &["kind"],
+        )?;
+        let objects = IntGaugeVec::new(
+            Opts::new(
+                "weir_objects",
+                "Objects in the controller's caches, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let change_to_publish = Histogram::with_opts(
+            HistogramOpts::new(
+                "weir_change_to_publish_seconds",
+                "Time from the first Kubernetes event of a batch to the new snapshot being published.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        registry.register(Box::new(watch_events.clone()))?;
+        registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(objects.clone()))?;
+        registry.register(Box::new(change_to_publish.clone()))?;
         Ok(ControllerMetrics {
             compile_seconds,
             published,
             diagnostics,
             manifest_errors,
             leader,
+            watch_events,
+            watch_errors,
+            objects,
+            change_to_publish,
         })
     }
 

@@ -26,17 +26,30 @@ pub fn load_balancer(addresses: &[String]) -> Value {
     json!({"ingress": entries})
 }
 
+/// The `loadBalancer` of the `--publish-service` Service (empty while it has
+/// none).
+pub fn service_load_balancer(store: &Store<k8s_openapi::api::core::v1::Service>) -> Value {
+    let lb = store.state().first().and_then(|s| {
+        let lb = s.status.as_ref()?.load_balancer.as_ref()?;
+        serde_json::to_value(lb).ok()
+    });
+    match lb {
+        Some(v) if v.get("ingress").is_some() => v,
+        _ => json!({"ingress": []}),
+    }
+}
+
 /// Writes the status of every accepted Ingress whose stored status differs.
 /// Returns how many were written.
 pub async fn sync(
     client: &Client,
-    ingresses: &Store<Ingress>,
+    ingresses: &[Store<Ingress>],
     accepted: &BTreeSet<ObjectRef>,
     desired: &Value,
 ) -> usize {
     let mut written = 0;
     for object in accepted {
-        let Some(current) = ingresses.state().into_iter().find(|i| {
+        let Some(current) = ingresses.iter().flat_map(Store::state).find(|i| {
             i.metadata.namespace.as_deref() == Some(object.namespace.as_str())
                 && i.metadata.name.as_deref() == Some(object.name.as_str())
         }) else {

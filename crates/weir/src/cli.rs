@@ -48,6 +48,12 @@ pub struct RunArgs {
     /// Kubeconfig to use; without it, the in-cluster service account (or the usual kubeconfig lookup).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Watch only these namespaces (comma-separated); all when unset.
+    #[arg(long, value_delimiter = ',', env = "WEIR_WATCH_NAMESPACE")]
+    pub watch_namespace: Vec<String>,
+    /// Service (namespace/name) whose load-balancer addresses go into Ingress status; overrides --publish-address.
+    #[arg(long, value_parser = namespaced_name, env = "WEIR_PUBLISH_SERVICE")]
+    pub publish_service: Option<(String, String)>,
     /// Addresses written to Ingress status.loadBalancer (IPs or hostnames, comma-separated); by the leader only.
     #[arg(long, value_delimiter = ',', env = "WEIR_PUBLISH_ADDRESS")]
     pub publish_address: Vec<String>,
@@ -179,4 +185,13 @@ fn duration(s: &str) -> Result<Dur, String> {
 
 fn service_ref(s: &str) -> Result<ServiceRef, String> {
     s.parse()
+}
+
+fn namespaced_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
+    }
 }

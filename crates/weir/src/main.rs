@@ -47,6 +47,8 @@ fn main() -> anyhow::Result<()> {
             let cluster = Cluster {
                 kubeconfig: args.kubeconfig,
                 publish_address: args.publish_address,
+                publish_service: args.publish_service,
+                watch_namespace: args.watch_namespace,
                 election: args.leader_elect.then(|| leader::ElectionConfig {
                     namespace: args
                         .election_namespace
@@ -63,7 +65,11 @@ fn main() -> anyhow::Result<()> {
                     retry_period: args.retry_period.into(),
                 }),
             };
-            runtime.block_on(serve(args.listen, args.class, Source::Cluster(cluster)))
+            runtime.block_on(serve(
+                args.listen,
+                args.class,
+                Source::Cluster(Box::new(cluster)),
+            ))
         }
     }
 }
@@ -90,13 +96,15 @@ enum Source {
     /// `weir serve --manifests DIR`.
     Manifests(std::path::PathBuf),
     /// `weir run`.
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 /// Settings of `weir run` beyond the shared ones.
 struct Cluster {
     kubeconfig: Option<std::path::PathBuf>,
     publish_address: Vec<String>,
+    publish_service: Option<(String, String)>,
+    watch_namespace: Vec<String>,
     election: Option<leader::ElectionConfig>,
 }
 
@@ -168,11 +176,18 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
             if let Some(election) = cluster.election {
                 tokio::spawn(leader::run(client.clone(), election, leader_tx));
             }
-            let provider = ClusterProvider::new(client, options, publisher, controller_metrics)
-                .with_status(StatusConfig {
-                    leader: leader_rx,
-                    addresses: cluster.publish_address,
-                });
+            let provider = ClusterProvider::new(
+                client,
+                options,
+                publisher,
+                controller_metrics,
+                cluster.watch_namespace,
+            )
+            .with_status(StatusConfig {
+                leader: leader_rx,
+                addresses: cluster.publish_address,
+                publish_service: cluster.publish_service,
+            });
             tokio::spawn(provider.run())
         }
     };
