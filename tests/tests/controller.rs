@@ -484,3 +484,129 @@ async fn watch_namespace_publish_service_and_metrics() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_edit_keeps_the_last_good_routes() {
+    use k8s_openapi::api::events::v1::Event;
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let kube = server.client().unwrap();
+    let up = Upstream::start("app").await;
+    let cache =
+        std::env::temp_dir().join(format!("weir-ctl-cache-lastgood-{}", std::process::id()));
+    kubectl_apply(&server, &cache, &objects("app", "app.test", &[up.addr]));
+    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
+    let client = http1();
+    assert_eq!(
+        get(&client, weir.http, "app.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // An edit weir must refuse (a snippet) that also moves the host.
+    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
+    ingresses
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"nginx.ingress.kubernetes.io/configuration-snippet": "deny all;"}},
+                "spec": {"rules": [{"host": "moved.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "app", "port": {"number": 80}}}}]}}]}})),
+        )
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(kube.clone(), "default");
+    let reasons = || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        Some(
+            list.items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect::<Vec<_>>(),
+        )
+    };
+    eventually(
+        Duration::from_secs(10),
+        "ServingLastGood and the refusal to be reported",
+        || async {
+            let r = reasons().await?;
+            (r.iter().any(|x| x == "ServingLastGood") && r.iter().any(|x| x == "AnnotationRefused"))
+                .then_some(())
+        },
+    )
+    .await;
+    // The last good version is what serves: the old host, not the new one.
+    assert_eq!(
+        get(&client, weir.http, "app.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&client, weir.http, "moved.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+
+    // Fixing the edit serves the new version.
+    ingresses
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": null}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the fixed version to serve",
+        || {
+            let client = client.clone();
+            let addr = weir.http;
+            async move {
+                (get(&client, addr, "moved.test", "/", &[])
+                    .await
+                    .ok()?
+                    .status
+                    == 200)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&client, weir.http, "app.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+
+    // Deleting it removes it: last-good never outlives the object.
+    ingresses
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the deleted Ingress to 404",
+        || {
+            let client = client.clone();
+            let addr = weir.http;
+            async move {
+                (get(&client, addr, "moved.test", "/", &[])
+                    .await
+                    .ok()?
+                    .status
+                    == 404)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&cache);
+}

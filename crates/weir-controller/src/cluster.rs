@@ -226,6 +226,81 @@ pub struct ClusterProvider {
     publish_service: Option<Store<Service>>,
     /// When the first event of the batch being compiled arrived.
     first_change: Option<Instant>,
+    /// The last version of each Ingress that compiled without errors.
+    last_good: LastGood,
+}
+
+type LastGood = std::collections::BTreeMap<ObjectKey, Arc<Ingress>>;
+
+/// Compiles; where an Ingress that used to be valid is now rejected as a
+/// whole, compiles again with its last good version in its place, so a bad
+/// edit never takes working routes down. The rejection is still reported,
+/// together with a `ServingLastGood` warning. Returns the last-good map for
+/// the next compile (deleted Ingresses drop out of it).
+fn compile_keeping_last_good(
+    mut inputs: Inputs,
+    options: &CompileOptions,
+    last_good: LastGood,
+) -> (weir_compiler::Compiled, LastGood) {
+    use weir_compiler::{Diagnostic, ObjectRef, Severity};
+    let object = |k: &ObjectKey| ObjectRef::new("Ingress", &k.namespace, &k.name);
+    let first = compile(&inputs, options);
+    let rejected = |c: &weir_compiler::Compiled, o: &ObjectRef| {
+        !c.accepted.contains(o)
+            && c.diagnostics
+                .iter()
+                .any(|d| &d.object == o && d.severity == Severity::Error)
+    };
+    let substitutes: Vec<(ObjectKey, Arc<Ingress>)> = inputs
+        .ingresses
+        .keys()
+        .filter(|k| rejected(&first, &object(k)))
+        .filter_map(|k| Some((k.clone(), last_good.get(k)?.clone())))
+        .collect();
+    // Current versions that compiled cleanly become the new last good ones.
+    let mut next: LastGood = inputs
+        .ingresses
+        .iter()
+        .filter(|(k, _)| {
+            let o = object(k);
+            first.accepted.contains(&o)
+                && !first
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.object == o && d.severity == Severity::Error)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if substitutes.is_empty() {
+        return (first, next);
+    }
+    let mut reported: Vec<Diagnostic> = first
+        .diagnostics
+        .iter()
+        .filter(|d| substitutes.iter().any(|(k, _)| d.object == object(k)))
+        .cloned()
+        .collect();
+    for (k, good) in substitutes {
+        reported.push(Diagnostic {
+            object: object(&k),
+            severity: Severity::Warning,
+            field: None,
+            reason: "ServingLastGood",
+            message: format!(
+                "the current version is rejected; its last valid version (resourceVersion {}) is still served",
+                good.metadata.resource_version.as_deref().unwrap_or("?")
+            ),
+        });
+        inputs.ingresses.insert(k.clone(), good.clone());
+        next.insert(k, good);
+    }
+    let mut second = compile(&inputs, options);
+    second
+        .diagnostics
+        .retain(|d| !reported.iter().any(|r| r.object == d.object));
+    second.diagnostics.extend(reported);
+    second.diagnostics.sort();
+    (second, next)
 }
 
 impl ClusterProvider {
@@ -254,6 +329,7 @@ impl ClusterProvider {
             namespaces,
             publish_service: None,
             first_change: None,
+            last_good: LastGood::new(),
         }
     }
 
@@ -367,8 +443,16 @@ impl ClusterProvider {
         let start = std::time::Instant::now();
         let inputs = stores.inputs();
         let options = self.options.clone();
-        let compiled = match tokio::task::spawn_blocking(move || compile(&inputs, &options)).await {
-            Ok(c) => c,
+        let last_good = std::mem::take(&mut self.last_good);
+        let compiled = match tokio::task::spawn_blocking(move || {
+            compile_keeping_last_good(inputs, &options, last_good)
+        })
+        .await
+        {
+            Ok((c, good)) => {
+                self.last_good = good;
+                c
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Compile task failed; keeping the last snapshot.");
                 return start.elapsed();
