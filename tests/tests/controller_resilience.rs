@@ -68,16 +68,22 @@ async fn route_churn_under_load_fails_nothing() {
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
     serves(weir.http, "stable.test", 200).await;
 
-    // A bounded load loop on the stable route while 200 other route changes
-    // (create, then delete) land.
+    // A load loop on the stable route (bounded: at most 20,000 requests)
+    // runs for as long as 1,000 other route changes (500 creates, 500
+    // deletes) take to land.
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let churning = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut load = Vec::new();
     for _ in 0..2 {
-        let (failures, done, addr) = (failures.clone(), done.clone(), weir.http);
+        let (failures, done, churning, addr) =
+            (failures.clone(), done.clone(), churning.clone(), weir.http);
         load.push(tokio::spawn(async move {
             let client = http1();
-            for _ in 0..1000 {
+            for _ in 0..10_000 {
+                if !churning.load(Ordering::Relaxed) {
+                    break;
+                }
                 match get(&client, addr, "stable.test", "/", &[]).await {
                     Ok(r) if r.status == 200 => {}
                     _ => {
@@ -88,30 +94,44 @@ async fn route_churn_under_load_fails_nothing() {
             }
         }));
     }
-    for i in 0..100 {
-        let name = format!("churn-{i}");
+    for i in 0..500 {
         ingresses
-            .create(&PostParams::default(), &ingress(&name))
+            .create(&PostParams::default(), &ingress(&format!("churn-{i}")))
             .await
             .unwrap();
-        if i % 2 == 1 {
+        if i >= 1 {
             ingresses
                 .delete(&format!("churn-{}", i - 1), &DeleteParams::default())
                 .await
                 .unwrap();
         }
     }
+    ingresses
+        .delete("churn-499", &DeleteParams::default())
+        .await
+        .unwrap();
+    ingresses
+        .create(&PostParams::default(), &ingress("churn-final"))
+        .await
+        .unwrap();
+    serves(weir.http, "churn-final.test", 200).await;
+    churning.store(false, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
     }
-    assert_eq!(done.load(Ordering::Relaxed), 2000);
+    let requests = done.load(Ordering::Relaxed);
+    eprintln!("{requests} requests to the stable route during 1,000 route changes");
+    assert!(
+        requests > 100,
+        "the load loop barely ran ({requests} requests)"
+    );
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
         "requests to a stable route failed during route churn"
     );
     // The churn landed: the last created route serves, a deleted one does not.
-    serves(weir.http, "churn-99.test", 200).await;
+    serves(weir.http, "churn-498.test", 404).await;
     serves(weir.http, "churn-0.test", 404).await;
 }
 
@@ -166,4 +186,148 @@ async fn watch_expiry_and_api_outage() {
         admin.status, 200,
         "losing the API server must not make serving replicas unready"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_keeps_traffic_and_resumes_watching() {
+    let mut server = TestApiServer::start(Options::default()).await.unwrap();
+    let kube = server.client().unwrap();
+    let up = Upstream::start("app").await;
+    backend(&kube, &up).await;
+    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
+    ingresses
+        .create(&PostParams::default(), &ingress("before"))
+        .await
+        .unwrap();
+    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
+    serves(weir.http, "before.test", 200).await;
+
+    // Down for 3 s (the 30 s behaves the same, only slower to test):
+    // every request meanwhile succeeds on the last snapshot.
+    server.stop();
+    let client = http1();
+    let down = tokio::time::Instant::now();
+    let mut requests = 0;
+    while down.elapsed() < Duration::from_secs(3) {
+        let r = get(&client, weir.http, "before.test", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status, 200,
+            "a request failed while the API server was down"
+        );
+        requests += 1;
+    }
+    assert!(requests > 10);
+    // Back, with its state; a change made now is picked up once the
+    // watches reconnect (kube-runtime backoff).
+    server.restart().await.unwrap();
+    ingresses
+        .create(&PostParams::default(), &ingress("after"))
+        .await
+        .unwrap();
+    let back = tokio::time::Instant::now();
+    let addr = weir.http;
+    eventually(
+        Duration::from_secs(30),
+        "the change after the restart to serve",
+        || {
+            let client = client.clone();
+            async move {
+                (get(&client, addr, "after.test", "/", &[])
+                    .await
+                    .ok()?
+                    .status
+                    == 200)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "API server back -> new route served in {:?}",
+        back.elapsed()
+    );
+    assert_eq!(
+        get(&client, weir.http, "before.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_change_does_not_drop_in_flight_requests() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let kube = server.client().unwrap();
+    let old = Upstream::start("old").await;
+    let new = Upstream::start("new").await;
+    backend(&kube, &old).await;
+    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
+    ingresses
+        .create(&PostParams::default(), &ingress("app"))
+        .await
+        .unwrap();
+    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
+    serves(weir.http, "app.test", 200).await;
+
+    // Slow requests in flight to the old endpoint...
+    let addr = weir.http;
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn(async move {
+                let client = http1();
+                get(
+                    &client,
+                    addr,
+                    "app.test",
+                    "/",
+                    &[("x-test-delay-ms", "1500")],
+                )
+                .await
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "the slow requests to reach the old endpoint",
+        || {
+            let hits = old.hits.load(Ordering::SeqCst);
+            async move { (hits >= 6).then_some(()) }
+        },
+    )
+    .await;
+    // ...while the Service's endpoints move to the new one.
+    let slices: Api<EndpointSlice> = Api::namespaced(kube, "default");
+    slices
+        .patch(
+            "app-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"ports": [{"name": "http", "port": new.addr.port()}],
+                "endpoints": [{"addresses": [new.addr.ip().to_string()]}]})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "new requests to go to the new endpoint",
+        || {
+            let client = http1();
+            async move {
+                (get(&client, addr, "app.test", "/", &[]).await.ok()?.json()["upstream"] == "new")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    for r in in_flight {
+        let r = r
+            .await
+            .unwrap()
+            .expect("an in-flight request failed during the endpoint change");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["upstream"], "old");
+    }
 }

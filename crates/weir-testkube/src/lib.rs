@@ -126,14 +126,55 @@ pub struct TestApiServer {
     shared: Arc<Shared>,
     url: String,
     kubeconfig: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop; `None` while stopped.
+    task: Option<tokio::task::JoinHandle<()>>,
     /// The CA certificate (DER) when serving HTTPS.
     ca_der: Option<Vec<u8>>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    addr: SocketAddr,
+}
+
+/// Accepts connections until aborted; aborting it closes every connection it
+/// accepted too (they live in its `JoinSet`).
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        connections.spawn(async move {
+            let svc = service_fn(move |req| http::handle(shared.clone(), req));
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
 }
 
 impl Drop for TestApiServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
         self.shared.drop_watches.send_modify(|n| *n += 1);
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
@@ -173,37 +214,15 @@ impl TestApiServer {
         )?;
         let ca_der = material.as_ref().map(|m| m.ca_der.clone());
         let acceptor = material.map(|m| m.acceptor);
-        let serve_shared = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = serve_shared.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| http::handle(shared.clone(), req));
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    match acceptor {
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
-                        }
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                        }
-                    }
-                });
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), acceptor.clone()));
         Ok(TestApiServer {
             shared,
             url,
             kubeconfig,
-            task,
+            task: Some(task),
             ca_der,
+            acceptor,
+            addr,
         })
     }
 
@@ -253,6 +272,45 @@ impl TestApiServer {
     /// Test hook: send a bookmark on every watch that allows them, now.
     pub fn bookmark(&self) {
         self.shared.bookmark.notify_waiters();
+    }
+
+    /// Test hook: the API server goes away. The port is closed and every
+    /// open connection (watches included) is cut; the stored objects are
+    /// kept, as etcd keeps them across an API-server restart.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.drop_watches();
+    }
+
+    /// Test hook: the API server comes back on the same address with the
+    /// same objects and resourceVersions.
+    pub async fn restart(&mut self) -> Result<(), StartError> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        // The old socket may take a moment to be released after abort.
+        let mut last = None;
+        for _ in 0..50 {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => {
+                    self.task = Some(tokio::spawn(accept_loop(
+                        listener,
+                        self.shared.clone(),
+                        self.acceptor.clone(),
+                    )));
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StartError::Io(
+            last.unwrap_or_else(|| std::io::Error::other("bind failed")),
+        ))
     }
 
     /// The current resourceVersion.
