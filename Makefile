@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt golden bench proxy-bench
+.PHONY: help build run test lint fmt golden bench bench-controller proxy-bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ golden: ## Regenerate the compiler's golden outputs (review the diff!)
 
 bench: ## Criterion benchmarks: route matching and snapshot compile
 	$(CARGO) bench --locked -p weir-proxy -p weir-compiler
+
+bench-controller: ## weir run with 5,000 Ingresses in the test API server: ready time, RSS, one-more-Ingress latency
+	$(CARGO) build --locked --release -p weir -p weir-tests --bins
+	./target/release/weir-controller-scale 5000
 
 proxy-bench: build ## Whole-proxy benchmark beside nginx, haproxy and caddy (../shared/bench/proxy-bench)
 	bash bench/proxy-bench.sh
