@@ -27,7 +27,12 @@ pub struct Weir {
 /// fails loudly instead of testing stale code.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Test executables live in target/<profile>/deps, binaries (the
+    // benchmark drivers) in target/<profile> itself.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let bin = dir.join("weir");
     assert!(
         bin.exists(),

@@ -83,6 +83,11 @@ type Key = (&'static str, &'static str, String, String);
 
 struct Page {
     rv: u64,
+    /// (group, plural) the token was issued for: a token is only valid for
+    /// the list that issued it.
+    storage: (&'static str, &'static str),
+    /// Issue order, for evicting the oldest token first.
+    issued: u64,
     rest: Vec<Value>,
 }
 
@@ -95,6 +100,9 @@ pub struct Store {
     /// Watches from an rv below this get 410: their events are gone.
     compacted: u64,
     pages: HashMap<String, Page>,
+    /// Makes every continue token unique, even for lists of different types
+    /// at the same rv with the same page size.
+    page_counter: u64,
     tx: broadcast::Sender<Arc<Event>>,
     seed: u64,
     /// Served types: the built-ins, then those CRDs define.
@@ -132,6 +140,7 @@ impl Store {
             history_limit,
             compacted: start,
             pages: HashMap::new(),
+            page_counter: 0,
             tx,
             seed: std::collections::hash_map::RandomState::new()
                 .build_hasher()
@@ -268,6 +277,11 @@ impl Store {
                     .pages
                     .remove(token)
                     .ok_or_else(|| ApiError::expired("the provided continue parameter is too old to display a consistent list result"))?;
+                if page.storage != (rt.group, rt.plural) {
+                    return Err(ApiError::bad_request(
+                        "the continue token was issued for a different resource",
+                    ));
+                }
                 (page.rv, page.rest)
             }
             None => (self.rv, self.current(rt, filter)),
@@ -275,14 +289,29 @@ impl Store {
         let token = match limit {
             Some(l) if l > 0 && items.len() > l => {
                 let rest = items.split_off(l);
-                let token = format!("{:016x}", self.random(items.len() as u64 ^ rv));
+                self.page_counter += 1;
+                let issued = self.page_counter;
+                let token = format!("{:016x}{issued:x}", self.random(issued));
                 if self.pages.len() >= 64 {
-                    // Bounded memory: the oldest tokens expire first.
-                    if let Some(k) = self.pages.keys().next().cloned() {
+                    // Bounded memory: the oldest token expires first.
+                    let oldest = self
+                        .pages
+                        .iter()
+                        .min_by_key(|(_, p)| p.issued)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
                         self.pages.remove(&k);
                     }
                 }
-                self.pages.insert(token.clone(), Page { rv, rest });
+                self.pages.insert(
+                    token.clone(),
+                    Page {
+                        rv,
+                        storage: (rt.group, rt.plural),
+                        issued,
+                        rest,
+                    },
+                );
                 Some(token)
             }
             _ => None,

@@ -968,3 +968,69 @@ async fn kube_runtime_finalizer_helper() {
         "the object outlived its finalizer"
     );
 }
+
+#[tokio::test]
+async fn concurrent_paged_lists_of_two_types_keep_their_own_pages() {
+    // Two reflectors paging different types at the same rv with the same
+    // page size must each get their own continuation.
+    let s = server().await;
+    let client = s.client().unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    for i in 0..30 {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        leases
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": format!("l{i}")}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let first_cm = cms.list(&ListParams::default().limit(10)).await.unwrap();
+    let first_lease = leases.list(&ListParams::default().limit(10)).await.unwrap();
+    assert_ne!(first_cm.metadata.continue_, first_lease.metadata.continue_);
+    let second_cm = cms
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(first_cm.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        second_cm
+            .items
+            .iter()
+            .all(|c| c.metadata.name.as_deref().unwrap().starts_with('c'))
+    );
+    // A token used on another type's list is refused, not served.
+    let crossed = leases
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(first_lease.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        crossed
+            .items
+            .iter()
+            .all(|l| l.metadata.name.as_deref().unwrap().starts_with('l'))
+    );
+    let wrong = leases
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(second_cm.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(wrong).code, 400);
+}
