@@ -245,16 +245,21 @@ fn compile_keeping_last_good(
     use weir_compiler::{Diagnostic, ObjectRef, Severity};
     let object = |k: &ObjectKey| ObjectRef::new("Ingress", &k.namespace, &k.name);
     let first = compile(&inputs, options);
-    let rejected = |c: &weir_compiler::Compiled, o: &ObjectRef| {
-        !c.accepted.contains(o)
-            && c.diagnostics
-                .iter()
-                .any(|d| &d.object == o && d.severity == Severity::Error)
-    };
+    // Objects with an error, indexed once (thousands of Ingresses must not
+    // each scan every diagnostic).
+    let with_errors: std::collections::HashSet<&ObjectRef> = first
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| &d.object)
+        .collect();
     let substitutes: Vec<(ObjectKey, Arc<Ingress>)> = inputs
         .ingresses
         .keys()
-        .filter(|k| rejected(&first, &object(k)))
+        .filter(|k| {
+            let o = object(k);
+            !first.accepted.contains(&o) && with_errors.contains(&o)
+        })
         .filter_map(|k| Some((k.clone(), last_good.get(k)?.clone())))
         .collect();
     // Current versions that compiled cleanly become the new last good ones.
@@ -263,14 +268,11 @@ fn compile_keeping_last_good(
         .iter()
         .filter(|(k, _)| {
             let o = object(k);
-            first.accepted.contains(&o)
-                && !first
-                    .diagnostics
-                    .iter()
-                    .any(|d| d.object == o && d.severity == Severity::Error)
+            first.accepted.contains(&o) && !with_errors.contains(&o)
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    drop(with_errors);
     if substitutes.is_empty() {
         return (first, next);
     }

@@ -48,11 +48,21 @@ pub async fn sync(
     desired: &Value,
 ) -> usize {
     let mut written = 0;
+    // Index the caches once: a lookup per accepted Ingress must not scan
+    // (and copy) every store, or thousands of Ingresses cost seconds.
+    let current: std::collections::HashMap<(String, String), std::sync::Arc<Ingress>> = ingresses
+        .iter()
+        .flat_map(Store::state)
+        .map(|i| {
+            let key = (
+                i.metadata.namespace.clone().unwrap_or_default(),
+                i.metadata.name.clone().unwrap_or_default(),
+            );
+            (key, i)
+        })
+        .collect();
     for object in accepted {
-        let Some(current) = ingresses.iter().flat_map(Store::state).find(|i| {
-            i.metadata.namespace.as_deref() == Some(object.namespace.as_str())
-                && i.metadata.name.as_deref() == Some(object.name.as_str())
-        }) else {
+        let Some(current) = current.get(&(object.namespace.clone(), object.name.clone())) else {
             continue;
         };
         let stored = current

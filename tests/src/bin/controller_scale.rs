@@ -64,11 +64,7 @@ async fn main() {
     );
 
     let t = Instant::now();
-    let weir = Weir::run(
-        server.kubeconfig_path(),
-        &["--leader-elect", "false", "--log-level", "warn"],
-    )
-    .await;
+    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
     let ready = t.elapsed();
     let client = http1();
     let metrics = get(&client, weir.admin, "x", "/metrics", &[])
