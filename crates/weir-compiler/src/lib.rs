@@ -15,6 +15,8 @@
 //! whole: a bad object or field is left out and described by a
 //! [`Diagnostic`], and every other route is still compiled.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod annotations;
 mod backend;
 mod class;

@@ -10,6 +10,8 @@
 //! [`cluster::ClusterProvider`] (`weir run`, the Kubernetes API) publish on
 //! the same channel.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod cluster;
 pub mod file;
 pub mod leader;
