@@ -98,3 +98,21 @@ spec: {{ports: [{{port: 80}}]}}
 "
     )
 }
+
+/// Waits up to 10 s until `GET /` on `addr` with `Host: host` answers
+/// `want`; panics naming `what` otherwise.
+pub async fn await_status(addr: std::net::SocketAddr, host: &str, want: u16, what: &str) {
+    let client = client::http1();
+    eventually(Duration::from_secs(10), what, || {
+        let client = client.clone();
+        async move {
+            (client::get(&client, addr, host, "/", &[])
+                .await
+                .ok()?
+                .status
+                == want)
+                .then_some(())
+        }
+    })
+    .await;
+}

@@ -12,9 +12,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
-use weir_tests::eventually;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
+use weir_tests::{await_status, eventually};
 
 fn kubectl_apply(server: &TestApiServer, cache: &std::path::Path, yaml: &str) {
     let mut child = Command::new("kubectl")
@@ -561,23 +561,7 @@ async fn a_bad_edit_keeps_the_last_good_routes() {
         )
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the fixed version to serve",
-        || {
-            let client = client.clone();
-            let addr = weir.http;
-            async move {
-                (get(&client, addr, "moved.test", "/", &[])
-                    .await
-                    .ok()?
-                    .status
-                    == 200)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    await_status(weir.http, "moved.test", 200, "the fixed version to serve").await;
     assert_eq!(
         get(&client, weir.http, "app.test", "/", &[])
             .await
@@ -591,22 +575,6 @@ async fn a_bad_edit_keeps_the_last_good_routes() {
         .delete("app", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the deleted Ingress to 404",
-        || {
-            let client = client.clone();
-            let addr = weir.http;
-            async move {
-                (get(&client, addr, "moved.test", "/", &[])
-                    .await
-                    .ok()?
-                    .status
-                    == 404)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    await_status(weir.http, "moved.test", 404, "the deleted Ingress to 404").await;
     let _ = std::fs::remove_dir_all(&cache);
 }

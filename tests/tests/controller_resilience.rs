@@ -11,9 +11,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
-use weir_tests::eventually;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
+use weir_tests::{await_status, eventually};
 
 async fn backend(kube: &kube::Client, up: &Upstream) {
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app"}, "spec": {"ports": [{"name": "http", "port": 80}]}});
@@ -43,17 +43,6 @@ fn ingress(name: &str) -> Ingress {
     .unwrap()
 }
 
-async fn serves(addr: std::net::SocketAddr, host: &str, want: u16) {
-    let client = http1();
-    let host = host.to_owned();
-    eventually(Duration::from_secs(10), &format!("{host} to answer {want}"), || {
-        let client = client.clone();
-        let host = host.clone();
-        async move { (get(&client, addr, &host, "/", &[]).await.ok()?.status == want).then_some(()) }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_churn_under_load_fails_nothing() {
     let server = TestApiServer::start(Options::default()).await.unwrap();
@@ -66,7 +55,7 @@ async fn route_churn_under_load_fails_nothing() {
         .await
         .unwrap();
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
-    serves(weir.http, "stable.test", 200).await;
+    await_status(weir.http, "stable.test", 200, "the route to answer 200").await;
 
     // A load loop on the stable route (bounded: at most 20,000 requests)
     // runs for as long as 1,000 other route changes (500 creates, 500
@@ -114,7 +103,13 @@ async fn route_churn_under_load_fails_nothing() {
         .create(&PostParams::default(), &ingress("churn-final"))
         .await
         .unwrap();
-    serves(weir.http, "churn-final.test", 200).await;
+    await_status(
+        weir.http,
+        "churn-final.test",
+        200,
+        "the route to answer 200",
+    )
+    .await;
     churning.store(false, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
@@ -131,8 +126,8 @@ async fn route_churn_under_load_fails_nothing() {
         "requests to a stable route failed during route churn"
     );
     // The churn landed: the last created route serves, a deleted one does not.
-    serves(weir.http, "churn-498.test", 404).await;
-    serves(weir.http, "churn-0.test", 404).await;
+    await_status(weir.http, "churn-498.test", 404, "the route to answer 404").await;
+    await_status(weir.http, "churn-0.test", 404, "the route to answer 404").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +142,7 @@ async fn watch_expiry_and_api_outage() {
         .await
         .unwrap();
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
-    serves(weir.http, "before.test", 200).await;
+    await_status(weir.http, "before.test", 200, "the route to answer 200").await;
 
     // History expires and every watch drops; a change made in the gap and
     // one made after are both picked up (410 -> relist -> watch).
@@ -161,13 +156,13 @@ async fn watch_expiry_and_api_outage() {
         .delete("before", &DeleteParams::default())
         .await
         .unwrap();
-    serves(weir.http, "in-the-gap.test", 200).await;
-    serves(weir.http, "before.test", 404).await;
+    await_status(weir.http, "in-the-gap.test", 200, "the route to answer 200").await;
+    await_status(weir.http, "before.test", 404, "the route to answer 404").await;
     ingresses
         .create(&PostParams::default(), &ingress("after"))
         .await
         .unwrap();
-    serves(weir.http, "after.test", 200).await;
+    await_status(weir.http, "after.test", 200, "the route to answer 200").await;
 
     // The API server goes away: traffic keeps flowing on the last snapshot.
     drop(server);
@@ -200,7 +195,7 @@ async fn api_server_restart_keeps_traffic_and_resumes_watching() {
         .await
         .unwrap();
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
-    serves(weir.http, "before.test", 200).await;
+    await_status(weir.http, "before.test", 200, "the route to answer 200").await;
 
     // Down for 3 s (the 30 s behaves the same, only slower to test):
     // every request meanwhile succeeds on the last snapshot.
@@ -271,7 +266,7 @@ async fn endpoint_change_does_not_drop_in_flight_requests() {
         .await
         .unwrap();
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
-    serves(weir.http, "app.test", 200).await;
+    await_status(weir.http, "app.test", 200, "the route to answer 200").await;
 
     // Slow requests in flight to the old endpoint...
     let addr = weir.http;

@@ -10,9 +10,9 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
-use weir_tests::eventually;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
+use weir_tests::{await_status, eventually};
 
 fn lb_ip(i: &Ingress) -> Option<String> {
     i.status
@@ -142,19 +142,7 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
         for w in [&a, &b] {
             let addr = w.http;
             let host = format!("{name}.test");
-            eventually(
-                Duration::from_secs(10),
-                "both replicas to serve the new route",
-                || {
-                    let client = client.clone();
-                    let host = host.clone();
-                    async move {
-                        (get(&client, addr, &host, "/", &[]).await.ok()?.status == 200)
-                            .then_some(())
-                    }
-                },
-            )
-            .await;
+            await_status(addr, &host, 200, "both replicas to serve the new route").await;
         }
         let statuses: Vec<Option<String>> = ingresses
             .list(&Default::default())
