@@ -3,6 +3,7 @@
 //! prior knowledge, and raw TCP for malformed requests).
 
 pub mod client;
+pub mod cluster;
 pub mod upstream;
 pub mod weir;
 

@@ -153,18 +153,7 @@ async fn kubectl_apply_becomes_traffic() {
         .delete("app-1", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the deleted Ingress to 404",
-        || {
-            let client = client.clone();
-            async move {
-                let r = get(&client, addr, "app-1.test", "/", &[]).await.ok()?;
-                (r.status == 404).then_some(())
-            }
-        },
-    )
-    .await;
+    await_status(addr, "app-1.test", 404, "the deleted Ingress to 404").await;
     assert_eq!(
         get(&client, addr, "app-2.test", "/", &[])
             .await
@@ -182,18 +171,7 @@ async fn kubectl_apply_becomes_traffic() {
         )
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the re-classed Ingress to 404",
-        || {
-            let client = client.clone();
-            async move {
-                let r = get(&client, addr, "app-2.test", "/", &[]).await.ok()?;
-                (r.status == 404).then_some(())
-            }
-        },
-    )
-    .await;
+    await_status(addr, "app-2.test", 404, "the re-classed Ingress to 404").await;
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -11,37 +11,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
+use weir_tests::cluster::{backend, ingress};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{await_status, eventually};
-
-async fn backend(kube: &kube::Client, up: &Upstream) {
-    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app"}, "spec": {"ports": [{"name": "http", "port": 80}]}});
-    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "app-1", "labels": {"kubernetes.io/service-name": "app"}}, "addressType": "IPv4",
-        "ports": [{"name": "http", "port": up.addr.port()}], "endpoints": [{"addresses": [up.addr.ip().to_string()]}]});
-    Api::<k8s_openapi::api::core::v1::Service>::namespaced(kube.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(svc).unwrap(),
-        )
-        .await
-        .unwrap();
-    Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(kube.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(slice).unwrap(),
-        )
-        .await
-        .unwrap();
-}
-
-fn ingress(name: &str) -> Ingress {
-    serde_json::from_value(json!({"metadata": {"name": name},
-        "spec": {"ingressClassName": "weir", "rules": [{"host": format!("{name}.test"), "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app", "port": {"number": 80}}}}]}}]}}))
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_churn_under_load_fails_nothing() {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
-use serde_json::json;
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
+use weir_tests::cluster::{backend, ingress};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{await_status, eventually};
@@ -32,35 +32,10 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
     let kube = server.client().unwrap();
     let up = Upstream::start("app").await;
     // Objects first, through the API, as kubectl would create them.
-    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app"}, "spec": {"ports": [{"name": "http", "port": 80}]}});
-    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "app-1", "labels": {"kubernetes.io/service-name": "app"}}, "addressType": "IPv4",
-        "ports": [{"name": "http", "port": up.addr.port()}], "endpoints": [{"addresses": [up.addr.ip().to_string()]}]});
-    let ingress = |name: &str| {
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
-        "spec": {"ingressClassName": "weir", "rules": [{"host": format!("{name}.test"), "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app", "port": {"number": 80}}}}]}}]}})
-    };
-    Api::<k8s_openapi::api::core::v1::Service>::namespaced(kube.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(svc).unwrap(),
-        )
-        .await
-        .unwrap();
-    Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(kube.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(slice).unwrap(),
-        )
-        .await
-        .unwrap();
+    backend(&kube, &up).await;
     let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
     ingresses
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(ingress("web")).unwrap(),
-        )
+        .create(&PostParams::default(), &ingress("web"))
         .await
         .unwrap();
 
@@ -133,10 +108,7 @@ async fn one_leader_writes_status_and_the_other_takes_over() {
     for n in 0..3 {
         let name = format!("more-{n}");
         ingresses
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(ingress(&name)).unwrap(),
-            )
+            .create(&PostParams::default(), &ingress(&name))
             .await
             .unwrap();
         for w in [&a, &b] {

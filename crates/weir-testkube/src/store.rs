@@ -419,11 +419,7 @@ impl Store {
         status: bool,
     ) -> Result<Value, ApiError> {
         let key = key(rt, ns, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        let old = self.get(rt, ns, name)?;
         let sent_rv = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -540,11 +536,7 @@ impl Store {
         options: &Value,
     ) -> Result<Value, ApiError> {
         let key = key(rt, ns, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified(), name))?;
+        let old = self.get(rt, ns, name)?;
         for (pre, field) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
             if let Some(want) = options
                 .pointer(&format!("/preconditions/{pre}"))
