@@ -130,6 +130,7 @@ impl<'a> Resolver<'a> {
                 weight: 1,
             }],
             timeout_ms: None,
+            policy: None,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::annotations::{IngressSettings, ingress_settings};
 use crate::backend::Resolver;
 use crate::class::Classes;
 use crate::diagnostics::{Diagnostic, ObjectRef, Reporter};
+use crate::policy::{Policies, RouteSite};
 use crate::validate::{validate_host, validate_path};
 
 /// Our Ingresses, oldest first.
@@ -63,6 +64,7 @@ impl Builder {
         &mut self,
         ing: &Ingress,
         backends: &mut Resolver<'_>,
+        policies: &mut Policies,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
         let namespace = ing.metadata.namespace.as_deref().unwrap_or("default");
@@ -131,10 +133,16 @@ impl Builder {
                 ) else {
                     continue;
                 };
+                let policy = policies.resolve(&RouteSite {
+                    namespace,
+                    ingress: name,
+                    path: Some(&matcher),
+                    service: path.backend.service.as_ref().map(|s| s.name.as_str()),
+                });
                 let route = Route {
                     name: route_name.clone(),
                     path: matcher.clone(),
-                    action: action(&route_name, upstream, &settings),
+                    action: action(&route_name, upstream, &settings, policy),
                 };
                 let entry = self.hosts.entry(host.clone()).or_default();
                 match entry.routes.get(&matcher) {
@@ -163,7 +171,13 @@ impl Builder {
             && let Some(upstream) =
                 backends.resolve(namespace, default, "spec.defaultBackend", &mut report)
         {
-            let action = action(&route_name, upstream, &settings);
+            let policy = policies.resolve(&RouteSite {
+                namespace,
+                ingress: name,
+                path: None,
+                service: default.service.as_ref().map(|s| s.name.as_str()),
+            });
+            let action = action(&route_name, upstream, &settings, policy);
             // The defaultBackend serves unmatched paths of this Ingress's
             // hosts; without host rules it is the catch-all's fallback.
             if own_hosts.is_empty()
@@ -234,6 +248,7 @@ fn action(
     name: &str,
     upstream: weir_snapshot::UpstreamName,
     settings: &IngressSettings,
+    policy: Option<String>,
 ) -> RouteAction {
     RouteAction {
         name: name.to_owned(),
@@ -242,6 +257,7 @@ fn action(
             weight: 1,
         }],
         timeout_ms: settings.timeout_ms,
+        policy,
     }
 }
 

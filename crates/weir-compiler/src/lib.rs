@@ -1,8 +1,9 @@
 //! Compiles Kubernetes objects into a weir routing [`Snapshot`].
 //!
 //! ```text
-//!  Inputs { Ingress, IngressClass, Service, EndpointSlice }
+//!  Inputs { Ingress, IngressClass, Service, EndpointSlice, GatewayPolicy, Secret }
 //!     │  class.rs     which Ingresses are ours
+//!     │  policy/      GatewayPolicy validation, Secrets, attachment to routes
 //!     │  ingress.rs   rules, paths, default backends, conflicts
 //!     │  backend.rs   Service port -> ready pod endpoints (EndpointSlices)
 //!     ▼
@@ -24,20 +25,23 @@ mod diagnostics;
 mod duration;
 mod ingress;
 pub mod manifest;
+mod policy;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
+use weir_crd::GatewayPolicy;
 use weir_snapshot::Snapshot;
 
 pub use annotations::{DEFAULT_CLASS, LEGACY_CLASS, WEIR_REQUEST_TIMEOUT, WEIR_UPSTREAM};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
 pub use duration::parse_duration_ms;
+pub use policy::PolicyOutcome;
 
 /// Namespace and name of a namespaced object: the key of every input map.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,6 +75,10 @@ pub struct Inputs {
     pub services: BTreeMap<ObjectKey, Arc<Service>>,
     /// EndpointSlices by namespace/name.
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
+    /// GatewayPolicies by namespace/name.
+    pub policies: BTreeMap<ObjectKey, Arc<GatewayPolicy>>,
+    /// Secrets that policies name or select, by namespace/name.
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
 /// A Service port reference given outside any object (the global default
@@ -168,6 +176,10 @@ pub struct Compiled {
     /// Ingresses of our class that contribute at least one route or
     /// fallback (the ones whose status the leader writes).
     pub accepted: BTreeSet<ObjectRef>,
+    /// Every GatewayPolicy, with what its status should say (its diagnostics
+    /// are in `diagnostics`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<ObjectRef, PolicyOutcome>,
 }
 
 impl Compiled {
@@ -186,9 +198,10 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
     let mut backends = backend::Resolver::new(inputs, options);
     let classes = class::Classes::new(inputs, options);
     let mut builder = ingress::Builder::default();
+    let mut policies = policy::Policies::new(inputs, &mut diagnostics);
 
     for ing in ingress::ours_oldest_first(inputs, &classes) {
-        builder.add_ingress(ing, &mut backends, &mut diagnostics);
+        builder.add_ingress(ing, &mut backends, &mut policies, &mut diagnostics);
     }
     let default_backend = options
         .default_backend
@@ -196,14 +209,17 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
         .and_then(|r| backends.resolve_global(r, &mut diagnostics));
     let (hosts, accepted) = builder.finish();
     let upstreams = backends.into_upstreams(&hosts, default_backend.as_ref());
+    let (effective, outcomes) = policies.finish(&mut diagnostics);
     diagnostics.sort();
     Compiled {
         snapshot: Snapshot {
             hosts,
             default_backend,
             upstreams,
+            policies: effective,
         },
         diagnostics,
         accepted,
+        policies: outcomes,
     }
 }

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_norway::Value;
+use weir_crd::GatewayPolicy;
 
 use crate::{Inputs, ObjectKey};
 
@@ -44,10 +45,6 @@ pub struct Parsed {
 
 /// One object the compiler reads.
 #[derive(Debug, Clone)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "moved once from the parser into Inputs; boxing would add an allocation per object"
-)]
 pub enum Object {
     /// networking.k8s.io/v1 Ingress.
     Ingress(Ingress),
@@ -57,6 +54,10 @@ pub enum Object {
     Service(Service),
     /// discovery.k8s.io/v1 EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// weir.dev/v1alpha1 GatewayPolicy.
+    GatewayPolicy(GatewayPolicy),
+    /// v1 Secret.
+    Secret(Secret),
 }
 
 /// Parses a multi-document YAML text. If any document is not valid YAML the
@@ -132,6 +133,8 @@ fn parse_value(document: usize, value: Value, out: &mut Parsed) {
         ("networking.k8s.io/v1", "IngressClass") => typed(value.clone()).map(Object::IngressClass),
         ("v1", "Service") => typed(value.clone()).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value.clone()).map(Object::EndpointSlice),
+        ("weir.dev/v1alpha1", "GatewayPolicy") => typed(value.clone()).map(Object::GatewayPolicy),
+        ("v1", "Secret") => typed(value.clone()).map(Object::Secret),
         ("", _) | (_, "") => {
             out.errors
                 .push(error("document has no apiVersion or kind".into()));
@@ -177,6 +180,16 @@ impl Inputs {
                 let k = key(&o.metadata);
                 o.metadata.namespace = Some(k.namespace.clone());
                 self.endpoint_slices.insert(k, Arc::new(o));
+            }
+            Object::GatewayPolicy(mut o) => {
+                let k = key(&o.metadata);
+                o.metadata.namespace = Some(k.namespace.clone());
+                self.policies.insert(k, Arc::new(o));
+            }
+            Object::Secret(mut o) => {
+                let k = key(&o.metadata);
+                o.metadata.namespace = Some(k.namespace.clone());
+                self.secrets.insert(k, Arc::new(o));
             }
         }
     }

@@ -11,6 +11,10 @@
 //! Collections are sorted so that a snapshot serializes deterministically,
 //! which is what makes the compiler's golden files reviewable.
 
+mod policy;
+
+pub use policy::*;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,6 +33,9 @@ pub struct Snapshot {
     pub default_backend: Option<RouteAction>,
     /// Every upstream a route refers to, by name.
     pub upstreams: BTreeMap<UpstreamName, Upstream>,
+    /// Every policy a route refers to, by [`Policy::name`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
 }
 
 impl Snapshot {
@@ -130,6 +137,9 @@ pub struct RouteAction {
     /// proxy's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The policy enforced before proxying, a key of [`Snapshot::policies`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// One backend of a route with its share of traffic.
