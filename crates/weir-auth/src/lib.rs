@@ -1,0 +1,192 @@
+//! Authentication and authorization at the edge.
+//!
+//! ```text
+//!  Snapshot.policies ──AuthRuntime::build──▶ Policies { name -> Enforcer }
+//!                         │  reuses RemoteKeys by JWKS URI across swaps
+//!                         ▼
+//!  request ─▶ Enforcer::enforce: strip identity headers ─▶ JWT or API key
+//!            ─▶ requireClaims / allowedConsumers ─▶ identity headers
+//! ```
+//!
+//! JWT signatures are checked with jsonwebtoken on a ring provider
+//! ([`crypto`]); remote JWKS are fetched before readiness and kept fresh by
+//! one background task per URI ([`remote`]); verified tokens are cached per
+//! provider until their `exp`. API keys exist here only as SHA-256 digests.
+//! This crate knows the snapshot, never Kubernetes.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod crypto;
+mod enforce;
+mod jwt;
+mod keys;
+mod metrics;
+mod remote;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use weir_snapshot::{JwtKeys, Snapshot};
+
+pub use enforce::{Enforcer, Rejection};
+pub use jwt::TokenError;
+pub use metrics::AuthMetrics;
+
+use crate::jwt::{Keys, Verifier};
+use crate::keys::KeySet;
+use crate::remote::{HttpClient, Location, RemoteKeys};
+
+/// Enforcers of one snapshot, by policy name.
+pub type Policies = HashMap<String, Arc<Enforcer>>;
+
+struct Source {
+    keys: Arc<RemoteKeys>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runtime state that outlives snapshots: remote key sources and metrics.
+pub struct AuthRuntime {
+    client: HttpClient,
+    metrics: AuthMetrics,
+    sources: Mutex<HashMap<Location, Source>>,
+}
+
+impl AuthRuntime {
+    /// Creates the runtime; installs the ring provider for jsonwebtoken.
+    pub fn new(metrics: AuthMetrics) -> Self {
+        crypto::install();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(3)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match builder.with_native_roots() {
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+            Err(e) => {
+                tracing::warn!(error = %e, "No system CA certificates; https JWKS URIs cannot be verified.");
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(rustls_config_without_roots())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http)
+            }
+        };
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        AuthRuntime {
+            client,
+            metrics,
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Builds the enforcers of `snapshot`, starting background fetches for
+    /// new remote key sources and stopping those no longer used. Must run
+    /// inside a tokio runtime.
+    pub fn build(&self, snapshot: &Snapshot) -> Policies {
+        let Ok(mut sources) = self.sources.lock() else {
+            return Policies::new();
+        };
+        let mut used = std::collections::HashSet::new();
+        let mut out = Policies::new();
+        for (name, policy) in &snapshot.policies {
+            let providers = policy
+                .authentication
+                .iter()
+                .flat_map(|a| a.jwt.iter())
+                .map(|p| {
+                    let keys = match &p.keys {
+                        JwtKeys::RemoteJwks(uri) => {
+                            Keys::Remote(self.source(&mut sources, &mut used, Location::Jwks(uri.clone())))
+                        }
+                        JwtKeys::OidcDiscovery(issuer) => Keys::Remote(self.source(
+                            &mut sources,
+                            &mut used,
+                            Location::Discovery(issuer.clone()),
+                        )),
+                        JwtKeys::Jwks(text) => static_keys(KeySet::from_jwks(text.as_bytes())),
+                        JwtKeys::Pem(text) => static_keys(KeySet::from_pem(text.as_bytes())),
+                        JwtKeys::Hmac(secret) => Keys::Static(Arc::new(KeySet::from_hmac(&secret.0))),
+                    };
+                    Verifier::new(p.clone(), keys)
+                })
+                .collect();
+            let enforcer = Enforcer::new(policy, providers, &self.metrics);
+            for problem in enforcer.key_problems() {
+                tracing::error!(policy = %name, error = problem, "Policy keys are unusable; its tokens are refused.");
+            }
+            out.insert(name.clone(), Arc::new(enforcer));
+        }
+        sources.retain(|location, source| {
+            let keep = used.contains(location);
+            if !keep {
+                source.task.abort();
+                self.metrics.forget_source(location.label());
+            }
+            keep
+        });
+        out
+    }
+
+    fn source(
+        &self,
+        sources: &mut HashMap<Location, Source>,
+        used: &mut std::collections::HashSet<Location>,
+        location: Location,
+    ) -> Arc<RemoteKeys> {
+        used.insert(location.clone());
+        sources
+            .entry(location.clone())
+            .or_insert_with(|| {
+                let keys = RemoteKeys::new(location, self.client.clone(), self.metrics.clone());
+                let task = tokio::spawn(keys.clone().refresh_forever());
+                Source { keys, task }
+            })
+            .keys
+            .clone()
+    }
+
+    /// Whether every remote key source has been fetched once: `/readyz`
+    /// stays red until then, so no replica takes traffic it would refuse.
+    pub fn ready(&self) -> bool {
+        self.sources
+            .lock()
+            .map(|s| s.values().all(|src| src.keys.is_loaded()))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for AuthRuntime {
+    fn drop(&mut self) {
+        if let Ok(sources) = self.sources.lock() {
+            for s in sources.values() {
+                s.task.abort();
+            }
+        }
+    }
+}
+
+fn static_keys(parsed: Result<KeySet, String>) -> Keys {
+    match parsed {
+        Ok(k) => Keys::Static(Arc::new(k)),
+        Err(e) => Keys::Broken(e),
+    }
+}
+
+/// A TLS client configuration that trusts nothing: https fetches fail with a
+/// clear certificate error instead of the process refusing to start.
+fn rustls_config_without_roots() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+}
