@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod jwt;
 pub mod upstream;
 pub mod weir;
 

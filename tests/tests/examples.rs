@@ -35,6 +35,22 @@ async fn examples_serve_the_readme_curl() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
+    // The partners API wants an API key (deploy/examples/partners.yaml).
+    let r = get(&client, weir.http, "partners.example.com", "/orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = get(
+        &client,
+        weir.http,
+        "partners.example.com",
+        "/orders",
+        &[("x-api-key", "demo-partner-key-change-me")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-consumer"], "acme");
     let logs = weir.logs().join("\n");
     assert!(
         !logs.contains("Rejected"),

@@ -88,7 +88,10 @@ impl signature::Verifier<Vec<u8>> for Verifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
         let fail = |_| signature::Error::new();
         if let Some(h) = hmac_alg(self.alg) {
-            let secret = self.key.try_get_as_bytes().map_err(|_| signature::Error::new())?;
+            let secret = self
+                .key
+                .try_get_as_bytes()
+                .map_err(|_| signature::Error::new())?;
             return hmac::verify(&hmac::Key::new(h, secret), msg, signature).map_err(fail);
         }
         if let Some(params) = rsa_params(self.alg) {
@@ -96,9 +99,11 @@ impl signature::Verifier<Vec<u8>> for Verifier {
                 DecodingKeyKind::SecretOrDer(der) => sig::UnparsedPublicKey::new(params, der)
                     .verify(msg, signature)
                     .map_err(fail),
-                DecodingKeyKind::RsaModulusExponent { n, e } => sig::RsaPublicKeyComponents { n, e }
-                    .verify(params, msg, signature)
-                    .map_err(fail),
+                DecodingKeyKind::RsaModulusExponent { n, e } => {
+                    sig::RsaPublicKeyComponents { n, e }
+                        .verify(params, msg, signature)
+                        .map_err(fail)
+                }
             };
         }
         let alg: &'static dyn sig::VerificationAlgorithm = match self.alg {
@@ -107,7 +112,10 @@ impl signature::Verifier<Vec<u8>> for Verifier {
             Algorithm::EdDSA => &sig::ED25519,
             _ => return Err(signature::Error::new()),
         };
-        let bytes = self.key.try_get_as_bytes().map_err(|_| signature::Error::new())?;
+        let bytes = self
+            .key
+            .try_get_as_bytes()
+            .map_err(|_| signature::Error::new())?;
         sig::UnparsedPublicKey::new(alg, bytes)
             .verify(msg, signature)
             .map_err(fail)
@@ -225,8 +233,16 @@ fn ec_components_from_private_key(
     alg: Algorithm,
 ) -> Result<(EllipticCurve, Vec<u8>, Vec<u8>)> {
     let (signing, curve, len) = match alg {
-        Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, EllipticCurve::P256, 32),
-        Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, EllipticCurve::P384, 48),
+        Algorithm::ES256 => (
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            EllipticCurve::P256,
+            32,
+        ),
+        Algorithm::ES384 => (
+            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            EllipticCurve::P384,
+            48,
+        ),
         _ => return Err(invalid(ErrorKind::InvalidEcdsaKey)),
     };
     let pair = sig::EcdsaKeyPair::from_pkcs8(signing, der, &SystemRandom::new())

@@ -182,7 +182,11 @@ impl Enforcer {
         Ok(())
     }
 
-    async fn authenticate(&self, headers: &mut HeaderMap, uri: &mut Uri) -> Result<Identity, Rejection> {
+    async fn authenticate(
+        &self,
+        headers: &mut HeaderMap,
+        uri: &mut Uri,
+    ) -> Result<Identity, Rejection> {
         if !self.has_authentication {
             return Ok(Identity::Anonymous);
         }
@@ -203,7 +207,8 @@ impl Enforcer {
             return match result {
                 Ok((claims, provider)) => {
                     if !self.providers[provider].config.forward_token
-                        && let TokenSource::Header { name, .. } = &self.providers[provider].config.token
+                        && let TokenSource::Header { name, .. } =
+                            &self.providers[provider].config.token
                     {
                         headers.remove(name.as_str());
                     }
@@ -229,7 +234,10 @@ impl Enforcer {
             if let Some(key) = from_header.or(from_query) {
                 let hash = sha256(&key);
                 let found = table.by_hash.get_key_value(&hash).filter(|(stored, _)| {
-                    bool::from(subtle::ConstantTimeEq::ct_eq(stored.as_slice(), hash.as_slice()))
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        stored.as_slice(),
+                        hash.as_slice(),
+                    ))
                 });
                 return match found {
                     Some((_, &i)) => Ok(Identity::Consumer(i)),
@@ -328,7 +336,9 @@ impl Enforcer {
                 {
                     Ok(())
                 } else {
-                    Err(forbidden("this consumer is not allowed on this route".into()))
+                    Err(forbidden(
+                        "this consumer is not allowed on this route".into(),
+                    ))
                 }
             }
         }
@@ -399,7 +409,8 @@ fn holds(rule: &ClaimRule, claims: &Value) -> bool {
 fn scope_contains(path: &[String], v: &Value, wanted: &str) -> bool {
     path.len() == 1
         && (path[0] == "scope" || path[0] == "scp")
-        && v.as_str().is_some_and(|s| s.split(' ').any(|p| p == wanted))
+        && v.as_str()
+            .is_some_and(|s| s.split(' ').any(|p| p == wanted))
 }
 
 /// Removes `name=value` from the query and returns the value.
@@ -439,7 +450,10 @@ fn percent_decode(s: &str) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         match (b[i], b.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 Some(v) => {
                     out.push(v);
                     i += 3;
@@ -488,7 +502,8 @@ mod tests {
 
     #[test]
     fn claim_values() {
-        let v: Value = serde_json::json!({"roles": ["a", "b"], "n": 3, "s": "x", "scope": "read write"});
+        let v: Value =
+            serde_json::json!({"roles": ["a", "b"], "n": 3, "s": "x", "scope": "read write"});
         assert_eq!(header_value(&v["roles"]).unwrap(), "a,b");
         assert_eq!(header_value(&v["n"]).unwrap(), "3");
         assert!(contains(&v["roles"], "b"));

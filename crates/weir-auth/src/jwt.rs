@@ -70,8 +70,11 @@ pub(crate) struct Verifier {
     pub(crate) config: JwtProvider,
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
-    cache: Mutex<HashMap<Box<str>, (Arc<Value>, u64)>>,
+    cache: Mutex<TokenCache>,
 }
+
+/// Verified tokens: token -> (claims, `exp`).
+type TokenCache = HashMap<Box<str>, (Arc<Value>, u64)>;
 
 fn to_jwt(a: JwtAlgorithm) -> Algorithm {
     match a {
@@ -167,10 +170,8 @@ impl Verifier {
                 let known = remote
                     .keys()
                     .is_some_and(|k| header.kid.as_deref().is_none_or(|kid| k.has_kid(kid)));
-                if !known {
-                    if let Some(kid) = header.kid.as_deref() {
-                        remote.refetch_for_unknown_kid(kid).await;
-                    }
+                if !known && let Some(kid) = header.kid.as_deref() {
+                    remote.refetch_for_unknown_kid(kid).await;
                 }
                 remote.keys().ok_or(TokenError::KeysUnavailable)?
             }

@@ -98,9 +98,11 @@ impl AuthRuntime {
                 .flat_map(|a| a.jwt.iter())
                 .map(|p| {
                     let keys = match &p.keys {
-                        JwtKeys::RemoteJwks(uri) => {
-                            Keys::Remote(self.source(&mut sources, &mut used, Location::Jwks(uri.clone())))
-                        }
+                        JwtKeys::RemoteJwks(uri) => Keys::Remote(self.source(
+                            &mut sources,
+                            &mut used,
+                            Location::Jwks(uri.clone()),
+                        )),
                         JwtKeys::OidcDiscovery(issuer) => Keys::Remote(self.source(
                             &mut sources,
                             &mut used,
@@ -108,7 +110,9 @@ impl AuthRuntime {
                         )),
                         JwtKeys::Jwks(text) => static_keys(KeySet::from_jwks(text.as_bytes())),
                         JwtKeys::Pem(text) => static_keys(KeySet::from_pem(text.as_bytes())),
-                        JwtKeys::Hmac(secret) => Keys::Static(Arc::new(KeySet::from_hmac(&secret.0))),
+                        JwtKeys::Hmac(secret) => {
+                            Keys::Static(Arc::new(KeySet::from_hmac(&secret.0)))
+                        }
                     };
                     Verifier::new(p.clone(), keys)
                 })

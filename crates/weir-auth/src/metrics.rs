@@ -24,7 +24,10 @@ impl AuthMetrics {
             &["policy", "result"],
         )?;
         let jwks_keys = IntGaugeVec::new(
-            Opts::new("weir_jwks_keys", "Usable keys in the last JWKS fetched, by source."),
+            Opts::new(
+                "weir_jwks_keys",
+                "Usable keys in the last JWKS fetched, by source.",
+            ),
             &["source"],
         )?;
         let jwks_last_success = IntGaugeVec::new(
@@ -35,7 +38,10 @@ impl AuthMetrics {
             &["source"],
         )?;
         let jwks_fetch_errors = IntCounterVec::new(
-            Opts::new("weir_jwks_fetch_errors_total", "Failed JWKS fetches, by source."),
+            Opts::new(
+                "weir_jwks_fetch_errors_total",
+                "Failed JWKS fetches, by source.",
+            ),
             &["source"],
         )?;
         let jwks_refetches = IntCounterVec::new(

@@ -98,7 +98,9 @@ impl RemoteKeys {
             let wait = match self.fetch_now().await {
                 Ok(max_age) => {
                     backoff = RETRY_MIN;
-                    max_age.unwrap_or(DEFAULT_REFRESH).clamp(MIN_REFRESH, MAX_REFRESH)
+                    max_age
+                        .unwrap_or(DEFAULT_REFRESH)
+                        .clamp(MIN_REFRESH, MAX_REFRESH)
                 }
                 Err(()) => {
                     let w = backoff;
@@ -128,7 +130,10 @@ impl RemoteKeys {
                 tokio::time::sleep_until(next).await;
             }
         }
-        self.metrics.jwks_refetches.with_label_values(&[self.location.label()]).inc();
+        self.metrics
+            .jwks_refetches
+            .with_label_values(&[self.location.label()])
+            .inc();
         let _ = self.fetch_locked(&mut last).await;
     }
 
@@ -148,7 +153,10 @@ impl RemoteKeys {
         };
         match result {
             Ok((set, max_age)) => {
-                self.metrics.jwks_keys.with_label_values(&[label]).set(set.len() as i64);
+                self.metrics
+                    .jwks_keys
+                    .with_label_values(&[label])
+                    .set(set.len() as i64);
                 self.metrics
                     .jwks_last_success
                     .with_label_values(&[label])
@@ -158,7 +166,10 @@ impl RemoteKeys {
                 Ok(max_age)
             }
             Err(e) => {
-                self.metrics.jwks_fetch_errors.with_label_values(&[label]).inc();
+                self.metrics
+                    .jwks_fetch_errors
+                    .with_label_values(&[label])
+                    .inc();
                 let stale = self.is_loaded();
                 tracing::warn!(source = label, error = %e, serving_cached_keys = stale, "JWKS fetch failed.");
                 Err(())
@@ -170,13 +181,18 @@ impl RemoteKeys {
         let jwks_uri = match &self.location {
             Location::Jwks(uri) => uri.clone(),
             Location::Discovery(issuer) => {
-                let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
                 let (body, _) = self.get(&url).await?;
                 let doc: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|e| format!("discovery document is not JSON: {e}"))?;
                 let found = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
                 if found != issuer {
-                    return Err(format!("discovery document names issuer {found:?}, expected {issuer:?}"));
+                    return Err(format!(
+                        "discovery document names issuer {found:?}, expected {issuer:?}"
+                    ));
                 }
                 doc.get("jwks_uri")
                     .and_then(|v| v.as_str())
@@ -191,11 +207,18 @@ impl RemoteKeys {
     async fn get(&self, url: &str) -> Result<(Bytes, Option<Duration>), String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let req = Request::get(uri)
-            .header(http::header::ACCEPT, HeaderValue::from_static("application/json"))
+            .header(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            )
             .header(http::header::USER_AGENT, HeaderValue::from_static("weir"))
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         if resp.status() != StatusCode::OK {
             return Err(format!("{url}: HTTP {}", resp.status()));
         }
@@ -223,7 +246,11 @@ fn max_age(value: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(v) = lower.strip_prefix("max-age=") {
-            out = v.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            out = v
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     out
@@ -242,7 +269,10 @@ mod tests {
 
     #[test]
     fn cache_control() {
-        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=abc"), None);

@@ -85,6 +85,7 @@ impl Stores {
                 .collect(),
             services: keyed(&self.services),
             endpoint_slices: keyed(&self.slices),
+            ..Inputs::default()
         }
     }
 

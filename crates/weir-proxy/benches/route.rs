@@ -25,6 +25,7 @@ fn action(i: usize) -> RouteAction {
             weight: 1,
         }],
         timeout_ms: None,
+        policy: None,
     }
 }
 
@@ -52,13 +53,24 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
             },
         )]
         .into(),
+        policies: Default::default(),
     }
 }
 
 fn bench(c: &mut Criterion) {
     let metrics = ProxyMetrics::register(&prometheus::Registry::new()).unwrap();
-    let many_hosts = RouteTable::build(&snapshot(1_000, 10), &metrics, Duration::from_secs(1));
-    let one_host = RouteTable::build(&snapshot(1, 10_000), &metrics, Duration::from_secs(1));
+    let many_hosts = RouteTable::build(
+        &snapshot(1_000, 10),
+        &Default::default(),
+        &metrics,
+        Duration::from_secs(1),
+    );
+    let one_host = RouteTable::build(
+        &snapshot(1, 10_000),
+        &Default::default(),
+        &metrics,
+        Duration::from_secs(1),
+    );
 
     c.bench_function("route/10k routes over 1k hosts", |b| {
         b.iter(|| {

@@ -53,7 +53,7 @@ use crate::headers::{RequestIds, X_REQUEST_ID};
 use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
 use crate::normalize::normalize_path;
 use crate::respond::error;
-use crate::router::RouteTable;
+use crate::router::{RoutePolicy, RouteTable};
 
 /// Response body: the upstream's, streamed, or one of weir's own.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -104,6 +104,7 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     ids: RequestIds,
     unrouted: metrics::RouteMetrics,
+    auth: weir_auth::AuthRuntime,
 }
 
 /// Per-connection facts a request needs.
@@ -134,7 +135,7 @@ impl ConnInfo {
 impl Proxy {
     /// Builds a proxy serving an empty table (everything 404) until the
     /// first [`Proxy::install`].
-    pub fn new(config: ProxyConfig, metrics: ProxyMetrics) -> Self {
+    pub fn new(config: ProxyConfig, metrics: ProxyMetrics, auth: weir_auth::AuthRuntime) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -155,6 +156,7 @@ impl Proxy {
             metrics,
             ids: RequestIds::new(),
             unrouted,
+            auth,
         }
     }
 
@@ -162,7 +164,13 @@ impl Proxy {
     /// they started with; metric series of routes that disappeared are
     /// dropped.
     pub fn install(&self, snapshot: &Snapshot, generation: u64) {
-        let table = RouteTable::build(snapshot, &self.metrics, self.config.default_timeout);
+        let policies = self.auth.build(snapshot);
+        let table = RouteTable::build(
+            snapshot,
+            &policies,
+            &self.metrics,
+            self.config.default_timeout,
+        );
         let old = self.installed.swap(Arc::new(Installed { table }));
         let new = self.installed.load();
         for gone in old.table.route_names.difference(&new.table.route_names) {
@@ -179,6 +187,12 @@ impl Proxy {
             routes = snapshot.route_count(),
             "Installed snapshot."
         );
+    }
+
+    /// Whether the data plane can enforce every policy it serves: remote
+    /// JWKS have been fetched once. `/readyz` stays red until then.
+    pub fn ready(&self) -> bool {
+        self.auth.ready()
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
@@ -246,6 +260,60 @@ impl Proxy {
                 })?
         };
 
+        // HTTP/2 carries the host in :authority; the upstream needs a Host.
+        let (host_value, insert_host) = match req.headers().get(HOST) {
+            Some(v) => (Some(v.clone()), false),
+            None => (HeaderValue::from_str(host.original).ok(), true),
+        };
+        drop(host);
+
+        // The upstream gets exactly the path that was routed. When
+        // normalization changed nothing, the original is reused as is.
+        let path_and_query = match (&path, req.uri().path_and_query()) {
+            (Cow::Borrowed(_), Some(pq)) => Some(pq.clone()),
+            _ => match req.uri().query() {
+                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")).ok(),
+                None => PathAndQuery::try_from(path.as_ref()).ok(),
+            },
+        };
+        drop(path);
+        let Some(mut path_and_query) = path_and_query else {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "request target cannot be forwarded",
+            ));
+        };
+
+        // Filters, in DESIGN.md's order: authentication, authorization.
+        match &target.policy {
+            RoutePolicy::Open => {}
+            RoutePolicy::Enforce(enforcer) => {
+                let mut target_uri = Uri::from(path_and_query);
+                if let Err(r) = enforcer.enforce(req.headers_mut(), &mut target_uri).await {
+                    let mut resp = error(r.status, r.code, &r.message, request_id);
+                    if let Some(challenge) = r.www_authenticate {
+                        resp.headers_mut()
+                            .insert(http::header::WWW_AUTHENTICATE, challenge);
+                    }
+                    return Ok((resp, target));
+                }
+                path_and_query = target_uri
+                    .into_parts()
+                    .path_and_query
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            }
+            RoutePolicy::Missing => {
+                let resp = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "policy_invalid",
+                    "the route's policy is not available",
+                    request_id,
+                );
+                return Ok((resp, target));
+            }
+        }
+
         let fail = |status, code, msg: &str, kind| {
             target.metrics.upstream_error(kind);
             error(status, code, msg, request_id)
@@ -259,38 +327,18 @@ impl Proxy {
             );
             return Ok((resp, target));
         };
-
-        // The upstream gets exactly the path that was routed. When
-        // normalization changed nothing, the original is reused as is.
-        let path_and_query = match (&path, req.uri().path_and_query()) {
-            (Cow::Borrowed(_), Some(pq)) => Some(pq.clone()),
-            _ => match req.uri().query() {
-                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")).ok(),
-                None => PathAndQuery::try_from(path.as_ref()).ok(),
-            },
-        };
-        let uri = path_and_query.and_then(|pq| {
-            Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(endpoint.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .ok()
-        });
-        let Some(uri) = uri else {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query)
+            .build();
+        let Ok(uri) = uri else {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
                 "request target cannot be forwarded",
             ));
         };
-        // HTTP/2 carries the host in :authority; the upstream needs a Host.
-        let (host_value, insert_host) = match req.headers().get(HOST) {
-            Some(v) => (Some(v.clone()), false),
-            None => (HeaderValue::from_str(host.original).ok(), true),
-        };
-        drop(host);
-        drop(path);
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();

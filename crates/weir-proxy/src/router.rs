@@ -77,6 +77,18 @@ pub struct Target {
     cursor: AtomicUsize,
     pub(crate) timeout: Duration,
     pub(crate) metrics: RouteMetrics,
+    /// The policy enforced before proxying.
+    pub(crate) policy: RoutePolicy,
+}
+
+/// A route's policy as the data plane holds it.
+pub(crate) enum RoutePolicy {
+    /// No policy: proxy directly.
+    Open,
+    /// Run this enforcer first.
+    Enforce(Arc<weir_auth::Enforcer>),
+    /// The snapshot names a policy that was not built: refuse (fail closed).
+    Missing,
 }
 
 impl Target {
@@ -125,7 +137,12 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the tables; metric series for each route are resolved here.
-    pub fn build(snapshot: &Snapshot, metrics: &ProxyMetrics, default_timeout: Duration) -> Self {
+    pub fn build(
+        snapshot: &Snapshot,
+        policies: &weir_auth::Policies,
+        metrics: &ProxyMetrics,
+        default_timeout: Duration,
+    ) -> Self {
         let upstreams: HashMap<&str, Arc<Upstream>> = snapshot
             .upstreams
             .iter()
@@ -169,6 +186,12 @@ impl RouteTable {
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
                 metrics: route_metrics,
+                policy: match &action.policy {
+                    None => RoutePolicy::Open,
+                    Some(p) => policies
+                        .get(p)
+                        .map_or(RoutePolicy::Missing, |e| RoutePolicy::Enforce(e.clone())),
+                },
             })
         };
 
@@ -258,6 +281,7 @@ mod tests {
                 weight: 1,
             }],
             timeout_ms: None,
+            policy: None,
         }
     }
 
@@ -301,9 +325,15 @@ mod tests {
                 },
             )]
             .into(),
+            policies: Default::default(),
         };
         let metrics = ProxyMetrics::register(&prometheus::Registry::new()).unwrap();
-        RouteTable::build(&snapshot, &metrics, Duration::from_secs(1))
+        RouteTable::build(
+            &snapshot,
+            &weir_auth::Policies::new(),
+            &metrics,
+            Duration::from_secs(1),
+        )
     }
 
     fn name(t: &RouteTable, host: &str, path: &str) -> Option<String> {

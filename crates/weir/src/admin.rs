@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (a
-//! snapshot is installed, the listeners are bound and no shutdown has begun)
+//! snapshot is installed, its remote JWKS are fetched, the listeners are
+//! bound and no shutdown has begun)
 //! and `/metrics` (Prometheus text). It never passes through routing or
 //! policies, and it is a separate port so it can stay off the public Service.
 
@@ -22,9 +23,10 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     ready: Arc<AtomicBool>,
+    proxy: Arc<weir_proxy::Proxy>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let state = Arc::new((registry, ready));
+    let state = Arc::new((registry, ready, proxy));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -35,7 +37,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &state.0, &state.1)) }
+                async move { Ok::<_, Infallible>(respond(&req, &state.0, &state.1, &state.2)) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -48,6 +50,7 @@ fn respond(
     req: &Request<Incoming>,
     registry: &Registry,
     ready: &AtomicBool,
+    proxy: &weir_proxy::Proxy,
 ) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
         Response::builder()
@@ -58,8 +61,14 @@ fn respond(
     };
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" if !ready.load(Ordering::Acquire) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        }
+        "/readyz" if !proxy.ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for JWKS\n",
+        ),
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             let mut buf = Vec::with_capacity(16 * 1024);
             let encoder = TextEncoder::new();

@@ -129,7 +129,13 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
     let proxy_metrics = ProxyMetrics::register(&registry).context("registering metrics")?;
     let controller_metrics =
         ControllerMetrics::register(&registry).context("registering metrics")?;
-    let proxy = Arc::new(Proxy::new(listen.proxy_config(), proxy_metrics));
+    let auth_metrics =
+        weir_auth::AuthMetrics::register(&registry).context("registering metrics")?;
+    let proxy = Arc::new(Proxy::new(
+        listen.proxy_config(),
+        proxy_metrics,
+        weir_auth::AuthRuntime::new(auth_metrics),
+    ));
 
     let http = TcpListener::bind(listen.http_addr)
         .await
@@ -216,6 +222,7 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         admin,
         registry,
         ready.clone(),
+        proxy.clone(),
         stop_rx.clone(),
     ));
     let mut serve_stop = stop_rx.clone();

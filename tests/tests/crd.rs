@@ -1,0 +1,56 @@
+//! The GatewayPolicy CRD: the committed YAML matches the Rust types, and it
+//! and the example policies pass the API server's structural-schema checks
+//! (`k8s-crd-check --strict` from the shared tools).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn committed_crd_is_fresh() {
+    let committed = std::fs::read_to_string(root().join(weir_crd::CRD_PATH)).expect("crds/ YAML");
+    let generated = weir_crd::crd_yaml().expect("render CRD");
+    assert!(
+        committed == generated,
+        "{} is stale: run `cargo run -p weir-crd --bin crdgen` and commit the result",
+        weir_crd::CRD_PATH
+    );
+}
+
+/// `k8s-crd-check`, found in a `shared/tools` folder beside the checkout or
+/// above it, or at `$K8S_CRD_CHECK`.
+fn crd_check() -> PathBuf {
+    if let Ok(p) = std::env::var("K8S_CRD_CHECK") {
+        return p.into();
+    }
+    let start = root().canonicalize().expect("repo root");
+    for dir in start.ancestors() {
+        let candidate = dir.join("shared/tools/k8s-crd-check");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "k8s-crd-check not found in a shared/tools folder above {}; set K8S_CRD_CHECK to its path",
+        start.display()
+    );
+}
+
+#[test]
+fn crd_and_examples_pass_structural_checks() {
+    let out = Command::new(crd_check())
+        .arg("--strict")
+        .arg(root().join("crds"))
+        .arg(root().join("deploy/examples"))
+        .output()
+        .expect("run k8s-crd-check");
+    assert!(
+        out.status.success(),
+        "k8s-crd-check --strict failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
