@@ -29,9 +29,11 @@ use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use weir_compiler::{CompileOptions, Inputs, ObjectKey, compile};
+use weir_crd::GatewayPolicy;
 
 use crate::ControllerMetrics;
 use crate::publish::Publisher;
+use crate::secrets::SecretWatches;
 
 /// Quiet time after a change before compiling: as long as the last compile
 /// took, between these bounds. A small cluster (cheap compiles) serves a
@@ -51,6 +53,7 @@ struct Stores {
     classes: Store<IngressClass>,
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
+    policies: Vec<Store<GatewayPolicy>>,
 }
 
 fn key<K: Resource>(o: &K) -> ObjectKey {
@@ -74,7 +77,7 @@ where
 }
 
 impl Stores {
-    fn inputs(&self) -> Inputs {
+    fn inputs(&self, secrets: &SecretWatches) -> Inputs {
         Inputs {
             ingresses: keyed(&self.ingresses),
             ingress_classes: self
@@ -85,11 +88,16 @@ impl Stores {
                 .collect(),
             services: keyed(&self.services),
             endpoint_slices: keyed(&self.slices),
-            ..Inputs::default()
+            policies: keyed(&self.policies),
+            secrets: secrets.secrets(),
         }
     }
 
-    async fn wait_until_ready(&self) -> bool {
+    fn policy_objects(&self) -> Vec<Arc<GatewayPolicy>> {
+        self.policies.iter().flat_map(Store::state).collect()
+    }
+
+    async fn wait_until_ready(&self, policies_served: bool) -> bool {
         let mut ok = self.classes.wait_until_ready().await.is_ok();
         for s in &self.ingresses {
             ok &= s.wait_until_ready().await.is_ok();
@@ -99,6 +107,13 @@ impl Stores {
         }
         for s in &self.slices {
             ok &= s.wait_until_ready().await.is_ok();
+        }
+        // Routes must never be served before the policies that protect them
+        // are known; without the CRD there are none to wait for.
+        if policies_served {
+            for s in &self.policies {
+                ok &= s.wait_until_ready().await.is_ok();
+            }
         }
         ok
     }
@@ -118,6 +133,10 @@ impl Stores {
         set(
             "EndpointSlice",
             n(self.slices.iter().map(|s| s.state().len()).collect()),
+        );
+        set(
+            "GatewayPolicy",
+            n(self.policies.iter().map(|s| s.state().len()).collect()),
         );
     }
 }
@@ -139,18 +158,58 @@ where
         + Sync
         + 'static,
 {
+    reflect_with_task(api, config, changed, metrics).0
+}
+
+/// Whether a watch failed because the resource is not served (a CRD that is
+/// not installed): expected, retried quietly.
+fn is_not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
+/// Like [`reflect`], returning the task so the watch can be stopped.
+pub(crate) fn reflect_with_task<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    metrics: &ControllerMetrics,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
     let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let events = metrics.watch_events.with_label_values(&[&kind]);
     let errors = metrics.watch_errors.with_label_values(&[&kind]);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
+        let mut said_not_found = false;
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
+                    said_not_found = false;
                     events.inc();
                     changed.notify_one();
+                }
+                Err(e) if is_not_found(&e) => {
+                    errors.inc();
+                    if !said_not_found {
+                        said_not_found = true;
+                        tracing::info!(kind = %kind, "The API server does not serve this kind (CRD not installed?); retrying with backoff until it does.");
+                    }
                 }
                 Err(e) => {
                     errors.inc();
@@ -159,7 +218,7 @@ where
             }
         }
     });
-    reader
+    (reader, task)
 }
 
 /// One store per watched namespace (or one over all namespaces).
@@ -229,6 +288,13 @@ pub struct ClusterProvider {
     first_change: Option<Instant>,
     /// The last version of each Ingress that compiled without errors.
     last_good: LastGood,
+    /// Secrets the policies use.
+    secrets: SecretWatches,
+    /// Poked by every watch event.
+    changed: Arc<Notify>,
+    /// What the last compile made of each policy.
+    policy_outcomes:
+        std::collections::BTreeMap<weir_compiler::ObjectRef, weir_compiler::PolicyOutcome>,
 }
 
 type LastGood = std::collections::BTreeMap<ObjectKey, Arc<Ingress>>;
@@ -333,6 +399,9 @@ impl ClusterProvider {
             publish_service: None,
             first_change: None,
             last_good: LastGood::new(),
+            secrets: SecretWatches::default(),
+            changed: Arc::new(Notify::new()),
+            policy_outcomes: Default::default(),
         }
     }
 
@@ -357,13 +426,23 @@ impl ClusterProvider {
         if n > 0 {
             tracing::info!(ingresses = n, "Wrote Ingress status.");
         }
+        let n = crate::status::sync_policies(
+            &self.client,
+            &stores.policies,
+            &self.policy_outcomes,
+            &self.diagnostics,
+        )
+        .await;
+        if n > 0 {
+            tracing::info!(policies = n, "Wrote GatewayPolicy status.");
+        }
         crate::status::report(&self.recorder, &self.reported, &self.diagnostics).await;
         self.reported = self.diagnostics.iter().cloned().collect();
     }
 
     /// Runs forever: waits for the initial lists, then recompiles on change.
     pub async fn run(mut self) {
-        let changed = Arc::new(Notify::new());
+        let changed = self.changed.clone();
         let c = &self.client;
         let m = &self.metrics;
         let ns = &self.namespaces;
@@ -377,7 +456,9 @@ impl ClusterProvider {
             ),
             services: reflect_namespaced(c, ns, &changed, m),
             slices: reflect_namespaced(c, ns, &changed, m),
+            policies: reflect_namespaced(c, ns, &changed, m),
         };
+        let policies_served = policies_served(c).await;
         if let Some((namespace, name)) =
             self.status.as_ref().and_then(|s| s.publish_service.clone())
         {
@@ -394,7 +475,7 @@ impl ClusterProvider {
             }
             self.publish_service = Some(store);
         }
-        if !stores.wait_until_ready().await {
+        if !stores.wait_until_ready(policies_served).await {
             tracing::error!("A reflector stopped before its initial list; not publishing.");
             return;
         }
@@ -405,6 +486,10 @@ impl ClusterProvider {
             self.write_status(&stores).await;
             let hold_off = took.clamp(HOLD_OFF_MIN, HOLD_OFF_MAX);
             stores.count_objects(&self.metrics);
+            self.metrics
+                .objects
+                .with_label_values(&["Secret"])
+                .set(i64::try_from(self.secrets.len()).unwrap_or(i64::MAX));
             // Wait for a change; becoming leader also calls for a status sync.
             loop {
                 let became_leader = async {
@@ -443,8 +528,17 @@ impl ClusterProvider {
 
     /// Compiles the stores and publishes; returns how long the compile took.
     async fn compile_and_publish(&mut self, stores: &Stores) -> Duration {
+        let policies = stores.policy_objects();
+        self.secrets
+            .reconcile(
+                &self.client,
+                policies.iter().map(|p| p.as_ref()),
+                &self.changed,
+                &self.metrics,
+            )
+            .await;
         let start = std::time::Instant::now();
-        let inputs = stores.inputs();
+        let inputs = stores.inputs(&self.secrets);
         let options = self.options.clone();
         let last_good = std::mem::take(&mut self.last_good);
         let compiled = match tokio::task::spawn_blocking(move || {
@@ -466,6 +560,7 @@ impl ClusterProvider {
             .observe(start.elapsed().as_secs_f64());
         let routes = compiled.snapshot.route_count();
         self.accepted = compiled.accepted.clone();
+        self.policy_outcomes = compiled.policies.clone();
         self.diagnostics = compiled.diagnostics.clone();
         if self.publisher.publish(compiled) {
             if let Some(first) = self.first_change.take() {
@@ -480,5 +575,24 @@ impl ClusterProvider {
             );
         }
         start.elapsed()
+    }
+}
+
+/// Whether the API server serves GatewayPolicies. Only a 404 means no:
+/// any other failure is treated as yes, so weir waits for the policies
+/// rather than serving routes without them.
+async fn policies_served(client: &Client) -> bool {
+    match client.list_api_group_resources("weir.dev/v1alpha1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "gatewaypolicies"),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            tracing::info!(
+                "The GatewayPolicy CRD is not installed; routes are served without policies until it is."
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot tell whether the GatewayPolicy CRD is installed; waiting for its list.");
+            true
+        }
     }
 }

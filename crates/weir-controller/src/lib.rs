@@ -17,6 +17,7 @@ pub mod file;
 pub mod leader;
 mod metrics;
 mod publish;
+mod secrets;
 pub mod status;
 
 pub use metrics::ControllerMetrics;

@@ -109,6 +109,7 @@ pub async fn report(
         let (api_version, kind) = match d.object.kind {
             "Ingress" => ("networking.k8s.io/v1", "Ingress"),
             "Service" => ("v1", "Service"),
+            "GatewayPolicy" => ("weir.dev/v1alpha1", "GatewayPolicy"),
             _ => continue,
         };
         let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -139,4 +140,141 @@ pub async fn report(
         }
     }
     published
+}
+
+/// The status weir wants on a policy: `observedGeneration`, the targets, and
+/// `Accepted` / `ResolvedRefs` / `Programmed` conditions from its
+/// diagnostics. `lastTransitionTime` is carried over from `current` for
+/// conditions whose status did not change.
+pub fn policy_status(
+    outcome: &weir_compiler::PolicyOutcome,
+    diagnostics: &[&weir_compiler::Diagnostic],
+    current: Option<&weir_crd::GatewayPolicyStatus>,
+    now: &str,
+) -> weir_crd::GatewayPolicyStatus {
+    use weir_compiler::Severity;
+    let error = diagnostics.iter().find(|d| d.severity == Severity::Error);
+    let unresolved = diagnostics.iter().find(|d| {
+        matches!(
+            d.reason,
+            "SecretNotFound" | "SecretKeyNotFound" | "TargetNotFound"
+        )
+    });
+    let describe = |d: &weir_compiler::Diagnostic| match &d.field {
+        Some(f) => format!("{f}: {}", d.message),
+        None => d.message.clone(),
+    };
+    let (accepted, accepted_reason, accepted_message) = match error {
+        Some(d) => ("False", d.reason.to_owned(), describe(d)),
+        None => (
+            "True",
+            "Accepted".to_owned(),
+            "The policy is valid.".to_owned(),
+        ),
+    };
+    let (resolved, resolved_reason, resolved_message) = match unresolved {
+        Some(d) => ("False", d.reason.to_owned(), describe(d)),
+        None => (
+            "True",
+            "ResolvedRefs".to_owned(),
+            "Every target and Secret exists.".to_owned(),
+        ),
+    };
+    let (programmed, programmed_reason, programmed_message) = match (error, outcome.programmed) {
+        (None, true) => ("True", "Programmed", "The data plane enforces the policy."),
+        (None, false) => (
+            "False",
+            "NoRoutes",
+            "No weir route matches the targets (or a more specific policy overrides every section).",
+        ),
+        (Some(_), _) => (
+            "False",
+            "Invalid",
+            "The policy is not accepted; the routes it targets answer 503 until it is fixed.",
+        ),
+    };
+    let condition = |type_: &str, status: &str, reason: String, message: String| {
+        let previous = current
+            .into_iter()
+            .flat_map(|c| c.conditions.iter())
+            .find(|c| c.type_ == type_);
+        let last_transition_time = match previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => Some(now.to_owned()),
+        };
+        weir_crd::Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason,
+            message: message.chars().take(1000).collect(),
+            observed_generation: outcome.generation,
+            last_transition_time,
+        }
+    };
+    weir_crd::GatewayPolicyStatus {
+        observed_generation: outcome.generation,
+        targets: Some(outcome.targets.clone()),
+        conditions: vec![
+            condition("Accepted", accepted, accepted_reason, accepted_message),
+            condition("ResolvedRefs", resolved, resolved_reason, resolved_message),
+            condition(
+                "Programmed",
+                programmed,
+                programmed_reason.to_owned(),
+                programmed_message.to_owned(),
+            ),
+        ],
+    }
+}
+
+/// Writes the status of every policy whose stored status differs from what
+/// the last compile says. Returns how many were written.
+pub async fn sync_policies(
+    client: &Client,
+    stores: &[Store<weir_crd::GatewayPolicy>],
+    outcomes: &std::collections::BTreeMap<ObjectRef, weir_compiler::PolicyOutcome>,
+    diagnostics: &[weir_compiler::Diagnostic],
+) -> usize {
+    let mut by_object: std::collections::HashMap<&ObjectRef, Vec<&weir_compiler::Diagnostic>> =
+        std::collections::HashMap::new();
+    for d in diagnostics
+        .iter()
+        .filter(|d| d.object.kind == "GatewayPolicy")
+    {
+        by_object.entry(&d.object).or_default().push(d);
+    }
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut written = 0;
+    for policy in stores.iter().flat_map(Store::state) {
+        let object = ObjectRef::new(
+            "GatewayPolicy",
+            policy.metadata.namespace.as_deref().unwrap_or(""),
+            policy.metadata.name.as_deref().unwrap_or(""),
+        );
+        let Some(outcome) = outcomes.get(&object) else {
+            continue;
+        };
+        let diags = by_object
+            .get(&object)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let want = policy_status(outcome, diags, policy.status.as_ref(), &now);
+        if policy.status.as_ref() == Some(&want) {
+            continue;
+        }
+        let api: Api<weir_crd::GatewayPolicy> = Api::namespaced(client.clone(), &object.namespace);
+        let patch = json!({"status": want});
+        match api
+            .patch_status(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(e) => {
+                tracing::warn!(policy = %object, error = %e, "Writing GatewayPolicy status failed; will retry on the next change.")
+            }
+        }
+    }
+    written
 }
