@@ -39,8 +39,8 @@ fmt: ## Format the code
 golden: ## Regenerate the compiler's golden outputs (review the diff!)
 	UPDATE_GOLDEN=1 $(CARGO) test --locked -p weir-compiler --test golden
 
-bench: ## Criterion benchmarks: route matching and snapshot compile
-	$(CARGO) bench --locked -p weir-proxy -p weir-compiler
+bench: ## Criterion benchmarks: route matching, snapshot compile, JWT and API-key checks
+	$(CARGO) bench --locked -p weir-proxy -p weir-compiler -p weir-auth
 
 bench-controller: ## weir run with 5,000 Ingresses in the test API server: ready time, RSS, one-more-Ingress latency
 	$(CARGO) build --locked --release -p weir -p weir-tests --bins

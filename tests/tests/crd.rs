@@ -54,3 +54,40 @@ fn crd_and_examples_pass_structural_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `kubectl explain` prints these descriptions: every property has one.
+#[test]
+fn every_field_is_described() {
+    let crd = serde_json::to_value(<weir_crd::GatewayPolicy as kube::CustomResourceExt>::crd())
+        .expect("CRD as JSON");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut missing = Vec::new();
+    walk(schema, "spec", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
+}
+
+fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+    if schema["description"]
+        .as_str()
+        .is_none_or(|d| d.trim().is_empty())
+    {
+        missing.push(path.to_owned());
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, child) in props {
+            walk(child, &format!("{path}.{name}"), missing);
+        }
+    }
+    if schema["items"].is_object() && schema["items"]["properties"].is_object() {
+        for (name, child) in schema["items"]["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            walk(child, &format!("{path}[].{name}"), missing);
+        }
+    }
+}

@@ -70,7 +70,8 @@ pub(crate) struct Verifier {
     pub(crate) config: JwtProvider,
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
-    cache: Mutex<TokenCache>,
+    /// `None` when caching is off.
+    cache: Option<Mutex<TokenCache>>,
 }
 
 /// Verified tokens: token -> (claims, `exp`).
@@ -94,7 +95,7 @@ fn to_jwt(a: JwtAlgorithm) -> Algorithm {
 }
 
 impl Verifier {
-    pub(crate) fn new(config: JwtProvider, keys: Keys) -> Self {
+    pub(crate) fn new(config: JwtProvider, keys: Keys, cache: bool) -> Self {
         let validations = config
             .algorithms
             .iter()
@@ -120,7 +121,7 @@ impl Verifier {
             config,
             keys,
             validations,
-            cache: Mutex::new(HashMap::new()),
+            cache: cache.then(|| Mutex::new(HashMap::new())),
         }
     }
 
@@ -199,14 +200,14 @@ impl Verifier {
     }
 
     fn cached(&self, token: &str, now: u64) -> Option<Arc<Value>> {
-        let cache = self.cache.lock().ok()?;
+        let cache = self.cache.as_ref()?.lock().ok()?;
         let (claims, exp) = cache.get(token)?;
         // Never outlive `exp` (no leeway for cached tokens).
         (now < *exp).then(|| claims.clone())
     }
 
     fn remember(&self, token: &str, claims: Arc<Value>, exp: u64) {
-        let Ok(mut cache) = self.cache.lock() else {
+        let Some(Ok(mut cache)) = self.cache.as_ref().map(Mutex::lock) else {
             return;
         };
         if cache.len() >= CACHE_CAPACITY {

@@ -52,6 +52,7 @@ pub struct AuthRuntime {
     client: HttpClient,
     metrics: AuthMetrics,
     sources: Mutex<HashMap<Location, Source>>,
+    token_cache: bool,
 }
 
 impl AuthRuntime {
@@ -79,7 +80,15 @@ impl AuthRuntime {
             client,
             metrics,
             sources: Mutex::new(HashMap::new()),
+            token_cache: true,
         }
+    }
+
+    /// Verifies every token in full, without the verified-token cache: for
+    /// benchmarks that measure signature checks, and for debugging.
+    pub fn without_token_cache(mut self) -> Self {
+        self.token_cache = false;
+        self
     }
 
     /// Builds the enforcers of `snapshot`, starting background fetches for
@@ -114,7 +123,7 @@ impl AuthRuntime {
                             Keys::Static(Arc::new(KeySet::from_hmac(&secret.0)))
                         }
                     };
-                    Verifier::new(p.clone(), keys)
+                    Verifier::new(p.clone(), keys, self.token_cache)
                 })
                 .collect();
             let enforcer = Enforcer::new(policy, providers, &self.metrics);
