@@ -100,9 +100,18 @@ impl JwksServer {
                 };
                 let (hits, doc, down) = (task_hits.clone(), task_doc.clone(), task_down.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         hits.fetch_add(1, Ordering::Relaxed);
-                        let body = doc.lock().expect("doc").clone();
+                        // OpenID Connect discovery: the issuer is this server.
+                        let body = if req.uri().path() == "/.well-known/openid-configuration" {
+                            serde_json::json!({
+                                "issuer": format!("http://{addr}"),
+                                "jwks_uri": format!("http://{addr}/jwks.json"),
+                            })
+                            .to_string()
+                        } else {
+                            doc.lock().expect("doc").clone()
+                        };
                         let status = if down.load(Ordering::Relaxed) {
                             503
                         } else {
@@ -140,6 +149,11 @@ impl JwksServer {
     pub fn set_keys(&self, keys: Vec<Jwk>) {
         *self.doc.lock().expect("doc") =
             serde_json::to_string(&JwkSet { keys }).expect("jwks json");
+    }
+
+    /// The issuer whose discovery document this server serves.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The JWKS URI.

@@ -575,3 +575,85 @@ spec:
         "the diagnostic is logged:\n{logs}"
     );
 }
+
+/// OIDC discovery: the JWKS URI comes from the issuer's
+/// `.well-known/openid-configuration`; the token is read from a cookie and
+/// authentication is optional (no credentials pass anonymously, bad ones
+/// do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_discovery_cookie_and_optional_mode() {
+    let idp = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
+    let up = Upstream::start("api").await;
+    let dir = TempDir::new("auth-oidc");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "policy.yaml",
+        &format!(
+            "apiVersion: weir.dev/v1alpha1
+kind: GatewayPolicy
+metadata: {{name: oidc}}
+spec:
+  targetRefs: [{{kind: Ingress, name: api}}]
+  authentication:
+    mode: Optional
+    jwt:
+      providers:
+      - name: idp
+        issuer: \"{}\"
+        audiences: [api]
+        oidcDiscovery: true
+        tokenFrom: {{cookie: session}}
+        claimToHeaders: [{{claim: sub, header: X-User-Id}}]
+",
+            idp.issuer()
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let c = client::http1();
+    let token = sign(
+        Algorithm::RS256,
+        &signing_key("rsa1"),
+        Some("k1"),
+        &claims(&idp.issuer()),
+    );
+    let cookie = format!("theme=dark; session={token}");
+    let r = client::get(&c, weir.http, "api.test", "/", &[("cookie", &cookie)])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["headers"]["x-user-id"],
+        format!("user-of-{}", idp.issuer())
+    );
+    let r = client::get(&c, weir.http, "api.test", "/", &[("x-user-id", "spoofed")])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "anonymous requests pass in Optional mode");
+    assert!(
+        r.json()["headers"].get("x-user-id").is_none(),
+        "and carry no identity"
+    );
+    let r = client::get(
+        &c,
+        weir.http,
+        "api.test",
+        "/",
+        &[("cookie", "session=garbage")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(
+        r.status, 401,
+        "a bad token is refused even in Optional mode"
+    );
+}
