@@ -253,6 +253,15 @@ async fn policies_through_kubectl() {
     )
     .await;
 
+    let metrics = get(&client, weir.admin, "admin", "/metrics", &[])
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("weir_objects_invalid{kind=\"GatewayPolicy\"} 1"),
+        "{text}"
+    );
+
     // Fixing it: the Secret appears, the policy is accepted and enforced.
     kubectl.apply(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: not-there, namespace: default}\nstringData: {secret: an-hmac-secret-of-at-least-32-bytes!}\n",
@@ -278,5 +287,9 @@ async fn policies_through_kubectl() {
         .expect("metrics");
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("weir_objects{kind=\"Secret\"} 2"), "{text}");
+    assert!(
+        text.contains("weir_objects_invalid{kind=\"GatewayPolicy\"} 0"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&kubectl.cache);
 }

@@ -24,6 +24,8 @@ pub struct ControllerMetrics {
     pub watch_errors: IntCounterVec,
     /// `weir_objects{kind}`: objects in the controller's caches.
     pub objects: IntGaugeVec,
+    /// `weir_objects_invalid{kind}`: objects with an error in the last compile.
+    pub objects_invalid: IntGaugeVec,
     /// `weir_change_to_publish_seconds`: first API event of a batch to the
     /// new snapshot being published.
     pub change_to_publish: Histogram,
@@ -86,6 +88,13 @@ impl ControllerMetrics {
             ),
             &["kind"],
         )?;
+        let objects_invalid = IntGaugeVec::new(
+            Opts::new(
+                "weir_objects_invalid",
+                "Objects with at least one error in the last compile (rejected, or served in part or from their last valid version), by kind.",
+            ),
+            &["kind"],
+        )?;
         let change_to_publish = Histogram::with_opts(
             HistogramOpts::new(
                 "weir_change_to_publish_seconds",
@@ -96,6 +105,7 @@ impl ControllerMetrics {
         registry.register(Box::new(watch_events.clone()))?;
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(objects.clone()))?;
+        registry.register(Box::new(objects_invalid.clone()))?;
         registry.register(Box::new(change_to_publish.clone()))?;
         Ok(ControllerMetrics {
             compile_seconds,
@@ -106,6 +116,7 @@ impl ControllerMetrics {
             watch_events,
             watch_errors,
             objects,
+            objects_invalid,
             change_to_publish,
         })
     }
@@ -120,6 +131,18 @@ impl ControllerMetrics {
             self.diagnostics
                 .with_label_values(&[severity, d.reason])
                 .inc();
+        }
+        let invalid: std::collections::BTreeSet<&weir_compiler::ObjectRef> = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| &d.object)
+            .collect();
+        self.objects_invalid.reset();
+        for kind in ["Ingress", "GatewayPolicy", "Service", "IngressClass"] {
+            self.objects_invalid.with_label_values(&[kind]).set(0);
+        }
+        for object in invalid {
+            self.objects_invalid.with_label_values(&[object.kind]).inc();
         }
     }
 }
