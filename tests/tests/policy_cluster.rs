@@ -202,6 +202,49 @@ async fn policies_through_kubectl() {
     );
     assert_eq!(targets, "Ingress/partners");
 
+    // A bad edit of a working policy: the last valid version stays
+    // enforced (no 503s, no open door) and the status says so.
+    kubectl.apply(&POLICY.replace(
+        "  authentication:\n",
+        "  rateLimits: [{name: all, requests: 10, per: 1m}]\n  authentication:\n",
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "Accepted=False on the bad edit",
+        || async { (kubectl.condition("partners", "reason") == "Unsupported").then_some(()) },
+    )
+    .await;
+    let programmed = kubectl.ok(
+        &[
+            "get",
+            "gwpol",
+            "partners",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Programmed\")].reason}",
+        ],
+        None,
+    );
+    assert_eq!(programmed, "ServingLastGood");
+    let r = get(&client, weir.http, "partners.test", "/", &[])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 401, "the last valid version is still enforced");
+    let r = get(
+        &client,
+        weir.http,
+        "partners.test",
+        "/",
+        &[("x-api-key", "acme-key-0123456789")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status, 200);
+    kubectl.apply(POLICY);
+    eventually(Duration::from_secs(10), "Accepted=True again", || async {
+        (kubectl.condition("partners", "status") == "True").then_some(())
+    })
+    .await;
+
     // An invalid policy: Accepted=False with the reason, an Event, its own
     // route fails closed, the other policy's route is untouched.
     kubectl.apply(BROKEN);

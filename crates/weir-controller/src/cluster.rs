@@ -297,20 +297,56 @@ pub struct ClusterProvider {
         std::collections::BTreeMap<weir_compiler::ObjectRef, weir_compiler::PolicyOutcome>,
 }
 
-type LastGood = std::collections::BTreeMap<ObjectKey, Arc<Ingress>>;
+/// The last version of each object that compiled without errors.
+#[derive(Default)]
+struct LastGood {
+    ingresses: ByKey<Ingress>,
+    policies: ByKey<GatewayPolicy>,
+}
 
-/// Compiles; where an Ingress that used to be valid is now rejected as a
-/// whole, compiles again with its last good version in its place, so a bad
-/// edit never takes working routes down. The rejection is still reported,
-/// together with a `ServingLastGood` warning. Returns the last-good map for
-/// the next compile (deleted Ingresses drop out of it).
+/// Objects by key, as the compiler's inputs hold them.
+type ByKey<K> = std::collections::BTreeMap<ObjectKey, Arc<K>>;
+
+/// Splits `current` into the objects to replace by their last good version
+/// (`bad` and with one on record) and the next last-good map (`good` ones).
+fn split_last_good<K: Resource>(
+    current: &ByKey<K>,
+    last_good: &ByKey<K>,
+    bad: impl Fn(&ObjectKey) -> bool,
+    good: impl Fn(&ObjectKey) -> bool,
+) -> (Vec<(ObjectKey, Arc<K>)>, ByKey<K>) {
+    let substitutes = current
+        .iter()
+        .filter(|(k, _)| bad(k))
+        .filter_map(|(k, now)| {
+            let good = last_good.get(k)?;
+            // The same version cannot help.
+            (good.meta().resource_version != now.meta().resource_version)
+                .then(|| (k.clone(), good.clone()))
+        })
+        .collect();
+    let next = current
+        .iter()
+        .filter(|(k, _)| good(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (substitutes, next)
+}
+
+/// Compiles; where an Ingress or a GatewayPolicy that used to be valid is
+/// now rejected, compiles again with its last good version in its place, so
+/// a bad edit never takes working routes down (nor, for a policy, turns its
+/// routes to 503). The rejection is still reported, together with a
+/// `ServingLastGood` warning. Returns the last-good maps for the next
+/// compile (deleted objects drop out of them).
 fn compile_keeping_last_good(
     mut inputs: Inputs,
     options: &CompileOptions,
     last_good: LastGood,
 ) -> (weir_compiler::Compiled, LastGood) {
     use weir_compiler::{Diagnostic, ObjectRef, Severity};
-    let object = |k: &ObjectKey| ObjectRef::new("Ingress", &k.namespace, &k.name);
+    let ingress = |k: &ObjectKey| ObjectRef::new("Ingress", &k.namespace, &k.name);
+    let policy = |k: &ObjectKey| ObjectRef::new("GatewayPolicy", &k.namespace, &k.name);
     let first = compile(&inputs, options);
     // Objects with an error, indexed once (thousands of Ingresses must not
     // each scan every diagnostic).
@@ -320,55 +356,92 @@ fn compile_keeping_last_good(
         .filter(|d| d.severity == Severity::Error)
         .map(|d| &d.object)
         .collect();
-    let substitutes: Vec<(ObjectKey, Arc<Ingress>)> = inputs
-        .ingresses
-        .keys()
-        .filter(|k| {
-            let o = object(k);
+    let (ingress_subs, mut next_ingresses) = split_last_good(
+        &inputs.ingresses,
+        &last_good.ingresses,
+        |k| {
+            let o = ingress(k);
             !first.accepted.contains(&o) && with_errors.contains(&o)
-        })
-        .filter_map(|k| Some((k.clone(), last_good.get(k)?.clone())))
-        .collect();
-    // Current versions that compiled cleanly become the new last good ones.
-    let mut next: LastGood = inputs
-        .ingresses
-        .iter()
-        .filter(|(k, _)| {
-            let o = object(k);
+        },
+        |k| {
+            let o = ingress(k);
             first.accepted.contains(&o) && !with_errors.contains(&o)
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+        },
+    );
+    let (policy_subs, mut next_policies) = split_last_good(
+        &inputs.policies,
+        &last_good.policies,
+        |k| with_errors.contains(&policy(k)),
+        |k| !with_errors.contains(&policy(k)),
+    );
     drop(with_errors);
-    if substitutes.is_empty() {
+    if ingress_subs.is_empty() && policy_subs.is_empty() {
+        let next = LastGood {
+            ingresses: next_ingresses,
+            policies: next_policies,
+        };
         return (first, next);
     }
+    let replaced: Vec<(ObjectRef, Option<String>)> = ingress_subs
+        .iter()
+        .map(|(k, g)| (ingress(k), g.metadata.resource_version.clone()))
+        .chain(
+            policy_subs
+                .iter()
+                .map(|(k, g)| (policy(k), g.metadata.resource_version.clone())),
+        )
+        .collect();
     let mut reported: Vec<Diagnostic> = first
         .diagnostics
         .iter()
-        .filter(|d| substitutes.iter().any(|(k, _)| d.object == object(k)))
+        .filter(|d| replaced.iter().any(|(o, _)| &d.object == o))
         .cloned()
         .collect();
-    for (k, good) in substitutes {
+    for (object, version) in &replaced {
         reported.push(Diagnostic {
-            object: object(&k),
+            object: object.clone(),
             severity: Severity::Warning,
             field: None,
             reason: "ServingLastGood",
             message: format!(
                 "the current version is rejected; its last valid version (resourceVersion {}) is still served",
-                good.metadata.resource_version.as_deref().unwrap_or("?")
+                version.as_deref().unwrap_or("?")
             ),
         });
+    }
+    // Status must describe the current generation, not the substitute's.
+    let generations: Vec<(ObjectRef, Option<i64>)> = policy_subs
+        .iter()
+        .map(|(k, _)| {
+            (
+                policy(k),
+                inputs.policies.get(k).and_then(|p| p.metadata.generation),
+            )
+        })
+        .collect();
+    for (k, good) in ingress_subs {
         inputs.ingresses.insert(k.clone(), good.clone());
-        next.insert(k, good);
+        next_ingresses.insert(k, good);
+    }
+    for (k, good) in policy_subs {
+        inputs.policies.insert(k.clone(), good.clone());
+        next_policies.insert(k, good);
     }
     let mut second = compile(&inputs, options);
     second
         .diagnostics
-        .retain(|d| !reported.iter().any(|r| r.object == d.object));
+        .retain(|d| !replaced.iter().any(|(o, _)| &d.object == o));
     second.diagnostics.extend(reported);
     second.diagnostics.sort();
+    for (object, generation) in generations {
+        if let Some(outcome) = second.policies.get_mut(&object) {
+            outcome.generation = generation;
+        }
+    }
+    let next = LastGood {
+        ingresses: next_ingresses,
+        policies: next_policies,
+    };
     (second, next)
 }
 
@@ -398,7 +471,7 @@ impl ClusterProvider {
             namespaces,
             publish_service: None,
             first_change: None,
-            last_good: LastGood::new(),
+            last_good: LastGood::default(),
             secrets: SecretWatches::default(),
             changed: Arc::new(Notify::new()),
             policy_outcomes: Default::default(),

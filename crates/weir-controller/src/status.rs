@@ -180,7 +180,13 @@ pub fn policy_status(
             "Every target and Secret exists.".to_owned(),
         ),
     };
+    let last_good = diagnostics.iter().any(|d| d.reason == "ServingLastGood");
     let (programmed, programmed_reason, programmed_message) = match (error, outcome.programmed) {
+        (Some(_), true) if last_good => (
+            "True",
+            "ServingLastGood",
+            "The current version is rejected; its last valid version is still enforced.",
+        ),
         (None, true) => ("True", "Programmed", "The data plane enforces the policy."),
         (None, false) => (
             "False",
