@@ -41,7 +41,7 @@ use weir_snapshot::Snapshot;
 pub use annotations::{DEFAULT_CLASS, LEGACY_CLASS, WEIR_REQUEST_TIMEOUT, WEIR_UPSTREAM};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
 pub use duration::parse_duration_ms;
-pub use policy::PolicyOutcome;
+pub use policy::{API_KEY_FORMAT, PolicyOutcome, SHA256_HEX, hash_consumer_secret};
 
 /// Namespace and name of a namespaced object: the key of every input map.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

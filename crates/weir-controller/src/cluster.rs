@@ -158,7 +158,7 @@ where
         + Sync
         + 'static,
 {
-    reflect_with_task(api, config, changed, metrics).0
+    reflect_with_task(api, config, None, changed, metrics).0
 }
 
 /// Whether a watch failed because the resource is not served (a CRD that is
@@ -173,10 +173,12 @@ fn is_not_found(e: &watcher::Error) -> bool {
     }
 }
 
-/// Like [`reflect`], returning the task so the watch can be stopped.
+/// Like [`reflect`], returning the task so the watch can be stopped;
+/// `transform` rewrites each object before the store keeps it.
 pub(crate) fn reflect_with_task<K>(
     api: Api<K>,
     config: watcher::Config,
+    transform: Option<fn(&mut K)>,
     changed: Arc<Notify>,
     metrics: &ControllerMetrics,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
@@ -191,7 +193,11 @@ where
 {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let watch = futures::TryStreamExt::map_ok(watcher(api, config), move |event| match transform {
+        Some(f) => event.modify(f),
+        None => event,
+    });
+    let stream = reflector::reflector(writer, watch).default_backoff();
     let events = metrics.watch_events.with_label_values(&[&kind]);
     let errors = metrics.watch_errors.with_label_values(&[&kind]);
     let task = tokio::spawn(async move {

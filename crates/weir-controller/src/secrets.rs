@@ -110,18 +110,24 @@ impl SecretWatches {
             if self.watches.contains_key(&scope) {
                 continue;
             }
-            let (api, config) = match &scope {
+            // Consumer Secrets are cached as digests only (their other data
+            // is dropped), so the controller's memory never holds an API
+            // key in the clear. Named Secrets hold key material the data
+            // plane needs as is (HMAC secrets, public keys).
+            let (api, config, transform) = match &scope {
                 Scope::Named(ns, name) => (
                     Api::<Secret>::namespaced(client.clone(), ns),
                     watcher::Config::default().fields(&format!("metadata.name={name}")),
+                    None,
                 ),
                 Scope::Selected(ns, selector) => (
                     Api::<Secret>::namespaced(client.clone(), ns),
                     watcher::Config::default().labels(selector),
+                    Some(weir_compiler::hash_consumer_secret as fn(&mut Secret)),
                 ),
             };
             let (store, task) =
-                crate::cluster::reflect_with_task(api, config, changed.clone(), metrics);
+                crate::cluster::reflect_with_task(api, config, transform, changed.clone(), metrics);
             new.push(store.clone());
             self.watches.insert(scope, Watch { store, task });
         }
@@ -138,9 +144,12 @@ impl SecretWatches {
     }
 
     /// Every watched Secret, by namespace/name.
+    /// A Secret both named and selected comes from its name watch, which
+    /// holds it unmodified.
     pub(crate) fn secrets(&self) -> BTreeMap<ObjectKey, Arc<Secret>> {
         self.watches
             .values()
+            .rev()
             .flat_map(|w| w.store.state())
             .map(|s| {
                 (

@@ -14,6 +14,8 @@
 
 mod spec;
 
+pub use spec::{API_KEY_FORMAT, SHA256_HEX, hash_consumer_secret};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_crd::{GatewayPolicy, TargetKind};

@@ -461,6 +461,12 @@ impl Ctx<'_> {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| key.name.clone());
+            let prehashed = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(API_KEY_FORMAT))
+                .is_some_and(|v| v == SHA256_HEX);
             let mut hashes = Vec::new();
             for data_key in secret_keys(secret)
                 .into_iter()
@@ -473,7 +479,21 @@ impl Ctx<'_> {
                 if value.is_empty() {
                     continue;
                 }
-                let hash = sha256(value);
+                let hash = if prehashed {
+                    match parse_hex_digest(value) {
+                        Some(h) => h,
+                        None => {
+                            report.warn(
+                                Some(format!("{field}.secretSelector")),
+                                "InvalidApiKeyDigest",
+                                format!("Secret {}/{} key {data_key:?} is not a hex SHA-256 digest ({API_KEY_FORMAT}: {SHA256_HEX}); it is ignored", key.namespace, key.name),
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    sha256(value)
+                };
                 if !seen.insert(hash) {
                     report.warn(
                         Some(format!("{field}.secretSelector")),
@@ -604,6 +624,66 @@ fn trim_ascii(v: &[u8]) -> &[u8] {
     v.trim_ascii()
 }
 
+/// Annotation on a consumer Secret saying its `key*` values are already
+/// digests: lower-case hex SHA-256 of the key (`sha256-hex`). Lets users keep
+/// only digests in the cluster, and is how `weir run` keeps consumer Secrets
+/// in its cache (see [`hash_consumer_secret`]).
+pub const API_KEY_FORMAT: &str = "weir.dev/api-key-format";
+/// The one value of [`API_KEY_FORMAT`].
+pub const SHA256_HEX: &str = "sha256-hex";
+
+/// Replaces every `key*` value of a consumer Secret by its hex SHA-256 and
+/// drops every other value but `consumer`, so a cache of consumer Secrets
+/// never holds a key in the clear. Idempotent.
+pub fn hash_consumer_secret(secret: &mut Secret) {
+    use k8s_openapi::ByteString;
+    let already = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(API_KEY_FORMAT))
+        .is_some_and(|v| v == SHA256_HEX);
+    let mut data = std::collections::BTreeMap::new();
+    for k in secret_keys(secret) {
+        let Some(v) = secret_value(secret, &k) else {
+            continue;
+        };
+        if k == "consumer" {
+            data.insert(k, ByteString(v));
+        } else if k.starts_with("key") {
+            let v = trim_ascii(&v);
+            if already || v.is_empty() {
+                data.insert(k, ByteString(v.to_vec()));
+            } else {
+                data.insert(k, ByteString(hex(&sha256(v)).into_bytes()));
+            }
+        }
+    }
+    secret.data = Some(data);
+    secret.string_data = None;
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(API_KEY_FORMAT.into(), SHA256_HEX.into());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex_digest(v: &[u8]) -> Option<[u8; 32]> {
+    if v.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in v.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// SHA-256, the form API keys are held in.
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
@@ -648,4 +728,28 @@ fn parse_pem(raw: &[u8]) -> Result<Families, String> {
         return Err("not a PEM RSA, EC or Ed25519 public key".into());
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_consumer_secret_keeps_only_digests_and_is_idempotent() {
+        let mut s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "acme"},
+            "stringData": {"consumer": "acme", "key": "k-1\n", "key2": "k-2", "note": "secret stuff"}
+        }))
+        .expect("secret");
+        hash_consumer_secret(&mut s);
+        let once = s.clone();
+        hash_consumer_secret(&mut s);
+        assert_eq!(s, once, "idempotent");
+        let data = s.data.as_ref().expect("data");
+        assert_eq!(data.len(), 3, "other data is dropped: {data:?}");
+        assert!(s.string_data.is_none());
+        let digest = parse_hex_digest(&data["key"].0).expect("hex digest");
+        assert_eq!(digest, sha256(b"k-1"), "trimmed key, hashed");
+        assert_eq!(data["consumer"].0, b"acme");
+    }
 }
