@@ -46,8 +46,11 @@ impl Reply {
     }
 }
 
+/// The pooled client the tests use.
+pub type Http1 = Client<HttpConnector, Full<Bytes>>;
+
 /// A pooled keep-alive HTTP/1.1 client.
-pub fn http1() -> Client<HttpConnector, Full<Bytes>> {
+pub fn http1() -> Http1 {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 

@@ -161,6 +161,11 @@ impl JwksServer {
         format!("http://{}/jwks.json", self.addr)
     }
 
+    /// Whether documents are served (200) or refused (503).
+    pub fn set_available(&self, available: bool) {
+        self.down.store(!available, Ordering::Relaxed);
+    }
+
     /// The identity provider goes down: open connections get 503 and new
     /// connections are refused.
     pub fn stop(&self) {

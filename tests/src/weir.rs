@@ -84,6 +84,43 @@ impl Weir {
     }
 
     async fn start(args: &[String]) -> Weir {
+        let weir = Self::spawn(args);
+        weir.await_ready().await;
+        weir
+    }
+
+    /// Starts `weir serve --manifests dir` and returns once its listeners
+    /// are bound, without waiting for `/readyz`: for tests of readiness.
+    pub fn serve_unready(dir: &Path, extra: &[&str]) -> Weir {
+        let mut args = vec![
+            "serve".to_string(),
+            "--manifests".into(),
+            dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args)
+    }
+
+    /// `/readyz`'s status code.
+    pub async fn readyz(&self) -> Option<u16> {
+        let client = crate::client::http1();
+        let r = crate::client::get(&client, self.admin, "admin", "/readyz", &[])
+            .await
+            .ok()?;
+        Some(r.status.as_u16())
+    }
+
+    /// Waits up to 10 s for `/readyz` to answer 200.
+    pub async fn await_ready(&self) {
+        crate::eventually(
+            Duration::from_secs(10),
+            "weir /readyz to answer 200",
+            || async { (self.readyz().await == Some(200)).then_some(()) },
+        )
+        .await;
+    }
+
+    fn spawn(args: &[String]) -> Weir {
         let (sub, rest) = args.split_first().expect("subcommand");
         let mut cmd = Command::new(binary());
         cmd.arg(sub)
@@ -127,29 +164,12 @@ impl Weir {
                 logs.lock().expect("lock").join("\n")
             );
         };
-        let weir = Weir {
+        Weir {
             child,
             http: http.parse().expect("http addr"),
             admin: admin.parse().expect("admin addr"),
             logs,
-        };
-        let client = crate::client::http1();
-        let admin = weir.admin;
-        crate::eventually(
-            Duration::from_secs(10),
-            "weir /readyz to answer 200",
-            || {
-                let client = client.clone();
-                async move {
-                    let r = crate::client::get(&client, admin, "admin", "/readyz", &[])
-                        .await
-                        .ok()?;
-                    (r.status == 200).then_some(())
-                }
-            },
-        )
-        .await;
-        weir
+        }
     }
 
     /// Process id.

@@ -84,6 +84,21 @@ stringData: {{secret: \"{HMAC}\"}}
     )
 }
 
+/// A manifest folder routing `api.test` to `up`; tests add their policy.
+fn api_routes(tag: &str, up: &Upstream) -> TempDir {
+    let dir = TempDir::new(tag);
+    let routes = route_yaml(
+        "api",
+        "api.test",
+        "/",
+        "Prefix",
+        "api",
+        &up.addr.to_string(),
+    );
+    dir.write("routes.yaml", &routes);
+    dir
+}
+
 async fn call(weir: &Weir, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
     let c = client::http1();
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -100,24 +115,21 @@ async fn call(weir: &Weir, token: Option<&str>, extra: &[(&str, &str)]) -> Reply
 async fn jwt_providers_and_attacks() {
     let jwks = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = TempDir::new("auth-jwt");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("auth-jwt", &up);
     dir.write("policy.yaml", &policy_yaml(&jwks.uri()));
-    let weir = Weir::serve(&dir.0, &[]).await;
-    assert!(
-        jwks.hits.load(Ordering::Relaxed) >= 1,
-        "/readyz waited for the JWKS"
-    );
+    // The identity provider is down at start: weir stays unready (it has
+    // tried, and failed, at least twice) until the JWKS can be fetched.
+    jwks.set_available(false);
+    let weir = Weir::serve_unready(&dir.0, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "two failed JWKS fetches",
+        || async { (jwks.hits.load(Ordering::Relaxed) >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(weir.readyz().await, Some(503), "not ready without the JWKS");
+    jwks.set_available(true);
+    weir.await_ready().await;
 
     let rs = signing_key("rsa1");
     let valid = [
@@ -282,18 +294,7 @@ async fn jwt_providers_and_attacks() {
 async fn jwks_rotation_and_outage_cost_no_requests() {
     let jwks = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = TempDir::new("auth-rotation");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("auth-rotation", &up);
     dir.write(
         "policy.yaml",
         &format!(
@@ -422,18 +423,7 @@ stringData: {{{}}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_rotate_and_revoke() {
     let up = Upstream::start("partners").await;
-    let dir = TempDir::new("auth-apikeys");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("auth-apikeys", &up);
     dir.write(
         "policy.yaml",
         "apiVersion: weir.dev/v1alpha1
@@ -584,18 +574,7 @@ spec:
 async fn oidc_discovery_cookie_and_optional_mode() {
     let idp = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = TempDir::new("auth-oidc");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("auth-oidc", &up);
     dir.write(
         "policy.yaml",
         &format!(

@@ -56,9 +56,27 @@ impl Kubectl<'_> {
         self.ok(&["apply", "-f", "-"], Some(yaml));
     }
 
+    /// `kubectl get gatewaypolicy NAME -o jsonpath=...`.
+    fn jsonpath(&self, policy: &str, path: &str) -> String {
+        let output = format!("jsonpath={{{path}}}");
+        self.ok(&["get", "gatewaypolicy", policy, "-o", &output], None)
+    }
+
+    /// A field (`status`, `reason`) of the policy's Accepted condition.
     fn condition(&self, policy: &str, field: &str) -> String {
-        let path = format!("jsonpath={{.status.conditions[?(@.type==\"Accepted\")].{field}}}");
-        self.ok(&["get", "gatewaypolicy", policy, "-o", &path], None)
+        self.jsonpath(
+            policy,
+            &format!(".status.conditions[?(@.type==\"Accepted\")].{field}"),
+        )
+    }
+
+    /// Waits up to 10 s for the Accepted condition's `field` to be `want`.
+    async fn await_accepted(&self, policy: &str, field: &str, want: &str) {
+        let what = format!("Accepted {field} {want} on {policy}");
+        eventually(Duration::from_secs(10), &what, || async {
+            (self.condition(policy, field) == want).then_some(())
+        })
+        .await;
     }
 }
 
@@ -131,6 +149,17 @@ spec:
       providers: [{name: main, issuer: x, hmacSecret: {name: not-there}}]
 ";
 
+/// `GET partners.test/` with acme's API key.
+async fn partners_with_key(
+    client: &weir_tests::client::Http1,
+    weir: &Weir,
+) -> weir_tests::client::Reply {
+    let key = [("x-api-key", "acme-key-0123456789")];
+    get(client, weir.http, "partners.test", "/", &key)
+        .await
+        .expect("request")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)] // kubectl calls block a thread
 async fn policies_through_kubectl() {
     let server = TestApiServer::start(Options::default())
@@ -172,34 +201,12 @@ async fn policies_through_kubectl() {
     // CRD is served).
     await_status(weir.http, "partners.test", 401, "the policy to be enforced").await;
     let client = http1();
-    let r = get(
-        &client,
-        weir.http,
-        "partners.test",
-        "/",
-        &[("x-api-key", "acme-key-0123456789")],
-    )
-    .await
-    .expect("request");
+    let r = partners_with_key(&client, &weir).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-consumer"], "acme");
 
-    eventually(
-        Duration::from_secs(10),
-        "Accepted=True on the policy",
-        || async { (kubectl.condition("partners", "status") == "True").then_some(()) },
-    )
-    .await;
-    let targets = kubectl.ok(
-        &[
-            "get",
-            "gwpol",
-            "partners",
-            "-o",
-            "jsonpath={.status.targets}",
-        ],
-        None,
-    );
+    kubectl.await_accepted("partners", "status", "True").await;
+    let targets = kubectl.jsonpath("partners", ".status.targets");
     assert_eq!(targets, "Ingress/partners");
 
     // A bad edit of a working policy: the last valid version stays
@@ -208,52 +215,27 @@ async fn policies_through_kubectl() {
         "  authentication:\n",
         "  rateLimits: [{name: all, requests: 10, per: 1m}]\n  authentication:\n",
     ));
-    eventually(
-        Duration::from_secs(10),
-        "Accepted=False on the bad edit",
-        || async { (kubectl.condition("partners", "reason") == "Unsupported").then_some(()) },
-    )
-    .await;
-    let programmed = kubectl.ok(
-        &[
-            "get",
-            "gwpol",
-            "partners",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Programmed\")].reason}",
-        ],
-        None,
+    kubectl
+        .await_accepted("partners", "reason", "Unsupported")
+        .await;
+    let programmed = kubectl.jsonpath(
+        "partners",
+        ".status.conditions[?(@.type==\"Programmed\")].reason",
     );
     assert_eq!(programmed, "ServingLastGood");
     let r = get(&client, weir.http, "partners.test", "/", &[])
         .await
         .expect("request");
     assert_eq!(r.status, 401, "the last valid version is still enforced");
-    let r = get(
-        &client,
-        weir.http,
-        "partners.test",
-        "/",
-        &[("x-api-key", "acme-key-0123456789")],
-    )
-    .await
-    .expect("request");
+    let r = partners_with_key(&client, &weir).await;
     assert_eq!(r.status, 200);
     kubectl.apply(POLICY);
-    eventually(Duration::from_secs(10), "Accepted=True again", || async {
-        (kubectl.condition("partners", "status") == "True").then_some(())
-    })
-    .await;
+    kubectl.await_accepted("partners", "status", "True").await;
 
     // An invalid policy: Accepted=False with the reason, an Event, its own
     // route fails closed, the other policy's route is untouched.
     kubectl.apply(BROKEN);
-    eventually(
-        Duration::from_secs(10),
-        "Accepted=False on the broken policy",
-        || async { (kubectl.condition("broken", "status") == "False").then_some(()) },
-    )
-    .await;
+    kubectl.await_accepted("broken", "status", "False").await;
     assert_eq!(kubectl.condition("broken", "reason"), "SecretNotFound");
     await_status(
         weir.http,
@@ -262,15 +244,7 @@ async fn policies_through_kubectl() {
         "the broken policy's route to fail closed",
     )
     .await;
-    let r = get(
-        &client,
-        weir.http,
-        "partners.test",
-        "/",
-        &[("x-api-key", "acme-key-0123456789")],
-    )
-    .await
-    .expect("request");
+    let r = partners_with_key(&client, &weir).await;
     assert_eq!(r.status, 200, "other routes keep serving");
     let kube = server.client().expect("client");
     let events: Api<Event> = Api::namespaced(kube, "default");
@@ -309,12 +283,7 @@ async fn policies_through_kubectl() {
     kubectl.apply(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: not-there, namespace: default}\nstringData: {secret: an-hmac-secret-of-at-least-32-bytes!}\n",
     );
-    eventually(
-        Duration::from_secs(10),
-        "Accepted=True once the Secret exists",
-        || async { (kubectl.condition("broken", "status") == "True").then_some(()) },
-    )
-    .await;
+    kubectl.await_accepted("broken", "status", "True").await;
     await_status(
         weir.http,
         "other.test",

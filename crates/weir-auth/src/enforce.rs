@@ -9,7 +9,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use prometheus::IntCounter;
 use serde_json::Value;
-use weir_snapshot::{ApiKeys, Authorization, ClaimRule, ClaimTest, TokenSource};
+use weir_snapshot::{ApiKeys, Authorization, ClaimRule, ClaimTest};
 
 use crate::jwt::{TokenError, Verifier, claim, peek_issuer};
 
@@ -97,6 +97,8 @@ impl Enforcer {
             let mut by_hash = HashMap::new();
             let mut names = Vec::new();
             for (i, c) in config.consumers.iter().enumerate() {
+                // The compiler only emits printable-ASCII names; the
+                // fallback is unreachable for compiled snapshots.
                 names.push(
                     HeaderValue::from_str(&c.name).unwrap_or(HeaderValue::from_static("invalid")),
                 );
@@ -191,26 +193,14 @@ impl Enforcer {
             return Ok(Identity::Anonymous);
         }
         // A JWT first: the first provider whose token source is present.
-        if let Some(token) = self.providers.iter().find_map(|p| p.token(headers)) {
-            let token = token.to_owned();
-            let provider = if self.providers.len() == 1 {
-                Some(0)
-            } else {
-                peek_issuer(&token)
-                    .and_then(|iss| self.providers.iter().position(|p| p.config.issuer == iss))
-            };
-            let now = jsonwebtoken::get_current_timestamp();
-            let result = match provider {
-                Some(i) => self.providers[i].verify(&token, now).await.map(|c| (c, i)),
-                None => Err(TokenError::Issuer),
-            };
+        if let Some(result) = self.verify_token(headers).await {
             return match result {
                 Ok((claims, provider)) => {
-                    if !self.providers[provider].config.forward_token
-                        && let TokenSource::Header { name, .. } =
-                            &self.providers[provider].config.token
+                    if let Some(p) = self.providers.get(provider)
+                        && !p.config.forward_token
+                        && let Some(name) = p.token_header()
                     {
-                        headers.remove(name.as_str());
+                        headers.remove(name);
                     }
                     Ok(Identity::Jwt { claims, provider })
                 }
@@ -218,21 +208,22 @@ impl Enforcer {
             };
         }
         if let Some(table) = &self.api_keys {
+            // Hashed where it lies: the key is never copied.
             let from_header = table
                 .header
                 .as_ref()
                 .and_then(|h| headers.get(h))
-                .map(|v| v.as_bytes().trim_ascii().to_vec());
+                .map(|v| sha256(v.as_bytes().trim_ascii()));
             let from_query = table
                 .config
                 .query_parameter
                 .as_deref()
-                .and_then(|q| take_query_param(uri, q));
+                .and_then(|q| take_query_param(uri, q))
+                .map(|k| sha256(&k));
             if let Some(h) = &table.header {
                 headers.remove(h);
             }
-            if let Some(key) = from_header.or(from_query) {
-                let hash = sha256(&key);
+            if let Some(hash) = from_header.or(from_query) {
                 let found = table.by_hash.get_key_value(&hash).filter(|(stored, _)| {
                     bool::from(subtle::ConstantTimeEq::ct_eq(
                         stored.as_slice(),
@@ -254,6 +245,29 @@ impl Enforcer {
             return Ok(Identity::Anonymous);
         }
         Err(self.missing())
+    }
+
+    /// Verifies the request's token, if any provider finds one: the
+    /// provider is the only one, or the one of the token's (unverified)
+    /// issuer. Borrows the headers, so the token is never copied.
+    async fn verify_token(
+        &self,
+        headers: &HeaderMap,
+    ) -> Option<Result<(Arc<Value>, usize), TokenError>> {
+        let token = self.providers.iter().find_map(|p| p.token(headers))?;
+        let provider = if self.providers.len() == 1 {
+            Some(0)
+        } else {
+            peek_issuer(token)
+                .and_then(|iss| self.providers.iter().position(|p| p.config.issuer == iss))
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        Some(
+            match provider.and_then(|i| Some((i, self.providers.get(i)?))) {
+                Some((i, p)) => p.verify(token, now).await.map(|c| (c, i)),
+                None => Err(TokenError::Issuer),
+            },
+        )
     }
 
     fn missing(&self) -> Rejection {

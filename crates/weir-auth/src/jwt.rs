@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
+use http::header::HeaderName;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
@@ -68,6 +69,8 @@ pub enum TokenError {
 /// A provider ready to verify.
 pub(crate) struct Verifier {
     pub(crate) config: JwtProvider,
+    /// The token header, parsed once (`None` for a cookie).
+    header: Option<HeaderName>,
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
     /// `None` when caching is off.
@@ -117,8 +120,13 @@ impl Verifier {
                 (alg, v)
             })
             .collect();
+        let header = match &config.token {
+            TokenSource::Header { name, .. } => HeaderName::from_bytes(name.as_bytes()).ok(),
+            TokenSource::Cookie(_) => None,
+        };
         Verifier {
             config,
+            header,
             keys,
             validations,
             cache: cache.then(|| Mutex::new(HashMap::new())),
@@ -128,8 +136,8 @@ impl Verifier {
     /// The token this provider reads from the request, if present.
     pub(crate) fn token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         match &self.config.token {
-            TokenSource::Header { name, prefix } => {
-                let value = headers.get(name.as_str())?.to_str().ok()?.trim();
+            TokenSource::Header { prefix, .. } => {
+                let value = headers.get(self.header.as_ref()?)?.to_str().ok()?.trim();
                 if prefix.is_empty() {
                     return Some(value);
                 }
@@ -148,6 +156,11 @@ impl Verifier {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.trim_matches('"')),
         }
+    }
+
+    /// The header the token is read from, when it is one.
+    pub(crate) fn token_header(&self) -> Option<&HeaderName> {
+        self.header.as_ref()
     }
 
     /// Verifies a token: signature, algorithm, `iss`, `aud`, `exp`, `nbf`.
@@ -200,16 +213,24 @@ impl Verifier {
     }
 
     fn cached(&self, token: &str, now: u64) -> Option<Arc<Value>> {
-        let cache = self.cache.as_ref()?.lock().ok()?;
+        // A poisoned cache is still a valid map: keep using it.
+        let cache = self
+            .cache
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (claims, exp) = cache.get(token)?;
         // Never outlive `exp` (no leeway for cached tokens).
         (now < *exp).then(|| claims.clone())
     }
 
     fn remember(&self, token: &str, claims: Arc<Value>, exp: u64) {
-        let Some(Ok(mut cache)) = self.cache.as_ref().map(Mutex::lock) else {
+        let Some(cache) = self.cache.as_ref() else {
             return;
         };
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_CAPACITY {
             let now = jsonwebtoken::get_current_timestamp();
             cache.retain(|_, (_, e)| *e > now);

@@ -95,9 +95,12 @@ impl AuthRuntime {
     /// new remote key sources and stopping those no longer used. Must run
     /// inside a tokio runtime.
     pub fn build(&self, snapshot: &Snapshot) -> Policies {
-        let Ok(mut sources) = self.sources.lock() else {
-            return Policies::new();
-        };
+        // The registry stays consistent if a holder panicked: recover it
+        // rather than building no enforcers (every policy route would 503).
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut used = std::collections::HashSet::new();
         let mut out = Policies::new();
         for (name, policy) in &snapshot.policies {
@@ -166,17 +169,20 @@ impl AuthRuntime {
     pub fn ready(&self) -> bool {
         self.sources
             .lock()
-            .map(|s| s.values().all(|src| src.keys.is_loaded()))
-            .unwrap_or(false)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .all(|src| src.keys.is_loaded())
     }
 }
 
 impl Drop for AuthRuntime {
     fn drop(&mut self) {
-        if let Ok(sources) = self.sources.lock() {
-            for s in sources.values() {
-                s.task.abort();
-            }
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in sources.values() {
+            s.task.abort();
         }
     }
 }

@@ -141,23 +141,37 @@ impl Stores {
     }
 }
 
-/// Runs a reflector for `K` until the process ends, poking `changed` after
-/// every event.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    changed: Arc<Notify>,
-    metrics: &ControllerMetrics,
-) -> Store<K>
-where
+/// What a reflector can watch: a statically typed Kubernetes resource.
+pub(crate) trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// Runs a reflector for `K` until the process ends, poking `changed` after
+/// every event.
+fn reflect<K: Watched>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    metrics: &ControllerMetrics,
+) -> Store<K> {
     reflect_with_task(api, config, None, changed, metrics).0
 }
 
@@ -175,22 +189,13 @@ fn is_not_found(e: &watcher::Error) -> bool {
 
 /// Like [`reflect`], returning the task so the watch can be stopped;
 /// `transform` rewrites each object before the store keeps it.
-pub(crate) fn reflect_with_task<K>(
+pub(crate) fn reflect_with_task<K: Watched>(
     api: Api<K>,
     config: watcher::Config,
     transform: Option<fn(&mut K)>,
     changed: Arc<Notify>,
     metrics: &ControllerMetrics,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+) -> (Store<K>, tokio::task::JoinHandle<()>) {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
     let watch = futures::TryStreamExt::map_ok(watcher(api, config), move |event| match transform {
@@ -235,13 +240,7 @@ fn reflect_namespaced<K>(
     metrics: &ControllerMetrics,
 ) -> Vec<Store<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     if namespaces.is_empty() {
         return vec![reflect(
@@ -565,10 +564,7 @@ impl ClusterProvider {
             self.write_status(&stores).await;
             let hold_off = took.clamp(HOLD_OFF_MIN, HOLD_OFF_MAX);
             stores.count_objects(&self.metrics);
-            self.metrics
-                .objects
-                .with_label_values(&["Secret"])
-                .set(i64::try_from(self.secrets.len()).unwrap_or(i64::MAX));
+
             // Wait for a change; becoming leader also calls for a status sync.
             loop {
                 let became_leader = async {
@@ -618,6 +614,10 @@ impl ClusterProvider {
             .await;
         let start = std::time::Instant::now();
         let inputs = stores.inputs(&self.secrets);
+        self.metrics
+            .objects
+            .with_label_values(&["Secret"])
+            .set(i64::try_from(inputs.secrets.len()).unwrap_or(i64::MAX));
         let options = self.options.clone();
         let last_good = std::mem::take(&mut self.last_good);
         let compiled = match tokio::task::spawn_blocking(move || {

@@ -162,9 +162,4 @@ impl SecretWatches {
             })
             .collect()
     }
-
-    /// Number of Secrets cached.
-    pub(crate) fn len(&self) -> usize {
-        self.secrets().len()
-    }
 }

@@ -79,16 +79,9 @@ pub async fn sync(
         if stored == want || (stored.is_null() && want == json!({})) {
             continue;
         }
-        let api: Api<Ingress> = Api::namespaced(client.clone(), &object.namespace);
         let patch = json!({"status": {"loadBalancer": want}});
-        match api
-            .patch_status(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => written += 1,
-            Err(e) => {
-                tracing::warn!(ingress = %object, error = %e, "Writing Ingress status failed; will retry on the next change.")
-            }
+        if patch_status::<Ingress>(client, object, &patch).await {
+            written += 1;
         }
     }
     written
@@ -270,17 +263,32 @@ pub async fn sync_policies(
         if policy.status.as_ref() == Some(&want) {
             continue;
         }
-        let api: Api<weir_crd::GatewayPolicy> = Api::namespaced(client.clone(), &object.namespace);
         let patch = json!({"status": want});
-        match api
-            .patch_status(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => written += 1,
-            Err(e) => {
-                tracing::warn!(policy = %object, error = %e, "Writing GatewayPolicy status failed; will retry on the next change.")
-            }
+        if patch_status::<weir_crd::GatewayPolicy>(client, &object, &patch).await {
+            written += 1;
         }
     }
     written
+}
+
+/// Merge-patches the status subresource of `object`; a failure is logged
+/// and retried on the next change. Returns whether it was written.
+async fn patch_status<K>(client: &Client, object: &ObjectRef, patch: &Value) -> bool
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace);
+    match api
+        .patch_status(&object.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(%object, error = %e, "Writing status failed; will retry on the next change.");
+            false
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub use spec::{API_KEY_FORMAT, SHA256_HEX, hash_consumer_secret};
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_crd::{GatewayPolicy, TargetKind};
-use weir_snapshot::{Authentication, Authorization, PathMatch, Policy};
+use weir_snapshot::{PathMatch, Policy};
 
 use crate::diagnostics::{Diagnostic, ObjectRef, Reporter};
 use crate::{Inputs, ObjectKey};
@@ -96,7 +96,7 @@ impl Policies {
         }
         for list in p.by_target.values_mut() {
             list.sort_by(|a, b| {
-                let age = |k: &ObjectKey| p.entries.get(k).map(|e| e.age.clone());
+                let age = |k: &ObjectKey| p.entries.get(k).map(|e| &e.age);
                 age(a).cmp(&age(b))
             });
             list.dedup();
@@ -275,68 +275,49 @@ impl Policies {
         }
         levels.push(Level::Namespace);
 
+        let lists: Vec<(&Level, &[ObjectKey])> = levels
+            .iter()
+            .filter_map(|l| {
+                let list = self
+                    .by_target
+                    .get(&(site.namespace.to_owned(), l.clone()))?;
+                Some((l, list.as_slice()))
+            })
+            .collect();
+        let mut conflicts = Vec::new();
+        let authn = pick(
+            &lists,
+            &self.entries,
+            |s| s.authentication.is_some(),
+            "authentication",
+            &mut conflicts,
+        );
+        let authz = pick(
+            &lists,
+            &self.entries,
+            |s| s.authorization.is_some(),
+            "authorization",
+            &mut conflicts,
+        );
+        // Contributors in precedence order: the section winners and every
+        // invalid policy that reaches the route (which makes it fail closed).
         let mut contributors: Vec<ObjectKey> = Vec::new();
         let mut invalid: Option<String> = None;
-        let mut authentication: Option<Authentication> = None;
-        let mut authorization: Option<Authorization> = None;
-        let mut have_authn = false;
-        let mut have_authz = false;
-        for level in &levels {
-            let Some(list) = self
-                .by_target
-                .get(&(site.namespace.to_owned(), level.clone()))
-                .cloned()
-            else {
+        for key in lists.iter().flat_map(|(_, list)| list.iter()) {
+            let Some(entry) = self.entries.get(key) else {
                 continue;
             };
-            let mut authn_owner: Option<&ObjectKey> = None;
-            let mut authz_owner: Option<&ObjectKey> = None;
-            for key in &list {
-                let Some(entry) = self.entries.get(key) else {
-                    continue;
-                };
-                if let Some(reason) = &entry.invalid {
-                    invalid.get_or_insert_with(|| reason.clone());
-                    push_unique(&mut contributors, key);
-                    continue;
-                }
-                let (authn, authz) = (
-                    entry.sections.authentication.clone(),
-                    entry.sections.authorization.clone(),
-                );
-                let mut used = false;
-                if authn.is_some() && !have_authn {
-                    match authn_owner {
-                        None => {
-                            authn_owner = Some(key);
-                            authentication = authn;
-                            used = true;
-                        }
-                        Some(winner) => {
-                            let (w, l) = (winner.clone(), key.clone());
-                            self.conflict(&l, &w, level, "authentication");
-                        }
-                    }
-                }
-                if authz.is_some() && !have_authz {
-                    match authz_owner {
-                        None => {
-                            authz_owner = Some(key);
-                            authorization = authz;
-                            used = true;
-                        }
-                        Some(winner) => {
-                            let (w, l) = (winner.clone(), key.clone());
-                            self.conflict(&l, &w, level, "authorization");
-                        }
-                    }
-                }
-                if used {
-                    push_unique(&mut contributors, key);
-                }
+            if let Some(reason) = &entry.invalid {
+                invalid.get_or_insert_with(|| reason.clone());
+            } else if Some(key) != authn && Some(key) != authz {
+                continue;
             }
-            have_authn |= authn_owner.is_some();
-            have_authz |= authz_owner.is_some();
+            push_unique(&mut contributors, key);
+        }
+        let (authn, authz) = (authn.cloned(), authz.cloned());
+        drop(lists);
+        for (loser, winner, level, section) in conflicts {
+            self.conflict(&loser, &winner, &level, section);
         }
         if contributors.is_empty() {
             return None;
@@ -352,14 +333,17 @@ impl Policies {
                 o.programmed |= valid;
             }
         }
-        self.effective
-            .entry(name.clone())
-            .or_insert_with(|| Policy {
+        // Sections are copied once per effective policy, not once per route.
+        if !self.effective.contains_key(&name) {
+            let section = |k: &Option<ObjectKey>| k.as_ref().and_then(|k| self.entries.get(k));
+            let policy = Policy {
                 name: name.clone(),
                 invalid,
-                authentication,
-                authorization,
-            });
+                authentication: section(&authn).and_then(|e| e.sections.authentication.clone()),
+                authorization: section(&authz).and_then(|e| e.sections.authorization.clone()),
+            };
+            self.effective.insert(name.clone(), policy);
+        }
         Some(name)
     }
 
@@ -420,6 +404,35 @@ impl Policies {
             .collect();
         (self.effective, outcomes)
     }
+}
+
+/// A conflict found while resolving: (loser, winner, where, section).
+type Conflict = (ObjectKey, ObjectKey, Level, &'static str);
+
+/// The policy that sets a section for a route: at the most specific level
+/// where any valid policy sets it, the oldest of them. The others at that
+/// level are conflicts.
+fn pick<'a>(
+    lists: &[(&Level, &'a [ObjectKey])],
+    entries: &BTreeMap<ObjectKey, Entry>,
+    sets: impl Fn(&spec::Sections) -> bool,
+    section: &'static str,
+    conflicts: &mut Vec<Conflict>,
+) -> Option<&'a ObjectKey> {
+    for (level, list) in lists {
+        let mut setters = list.iter().filter(|k| {
+            entries
+                .get(*k)
+                .is_some_and(|e| e.invalid.is_none() && sets(&e.sections))
+        });
+        if let Some(winner) = setters.next() {
+            for loser in setters {
+                conflicts.push((loser.clone(), winner.clone(), (*level).clone(), section));
+            }
+            return Some(winner);
+        }
+    }
+    None
 }
 
 fn push_unique(list: &mut Vec<ObjectKey>, key: &ObjectKey) {

@@ -456,11 +456,23 @@ impl Ctx<'_> {
                     .all(|(l, v)| s.metadata.labels.as_ref().and_then(|m| m.get(l)) == Some(v))
         });
         for (key, secret) in selected {
-            let name = secret_value(secret, "consumer")
+            let given = secret_value(secret, "consumer")
                 .and_then(|v| String::from_utf8(v).ok())
                 .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| key.name.clone());
+                .filter(|v| !v.is_empty());
+            // The name is forwarded in a header: visible ASCII only.
+            let name = match given {
+                Some(n) if n.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => n,
+                Some(n) => {
+                    report.warn(
+                        Some(format!("{field}.secretSelector")),
+                        "InvalidConsumerName",
+                        format!("Secret {}/{}: consumer {n:?} is not printable ASCII; the Secret's name is used instead", key.namespace, key.name),
+                    );
+                    key.name.clone()
+                }
+                None => key.name.clone(),
+            };
             let prehashed = secret
                 .metadata
                 .annotations
@@ -475,7 +487,7 @@ impl Ctx<'_> {
                 let Some(value) = secret_value(secret, &data_key) else {
                     continue;
                 };
-                let value = trim_ascii(&value);
+                let value = value.trim_ascii();
                 if value.is_empty() {
                     continue;
                 }
@@ -620,10 +632,6 @@ fn secret_keys(secret: &Secret) -> BTreeSet<String> {
     keys
 }
 
-fn trim_ascii(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
 /// Annotation on a consumer Secret saying its `key*` values are already
 /// digests: lower-case hex SHA-256 of the key (`sha256-hex`). Lets users keep
 /// only digests in the cluster, and is how `weir run` keeps consumer Secrets
@@ -651,7 +659,7 @@ pub fn hash_consumer_secret(secret: &mut Secret) {
         if k == "consumer" {
             data.insert(k, ByteString(v));
         } else if k.starts_with("key") {
-            let v = trim_ascii(&v);
+            let v = v.trim_ascii();
             if already || v.is_empty() {
                 data.insert(k, ByteString(v.to_vec()));
             } else {
