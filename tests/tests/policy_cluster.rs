@@ -196,6 +196,22 @@ async fn policies_through_kubectl() {
         ],
         None,
     );
+    // `kubectl explain` reads the descriptions the CRD publishes.
+    let explained = kubectl.ok(
+        &["explain", "gatewaypolicy.spec.authentication.jwt.providers"],
+        None,
+    );
+    for expected in [
+        "KIND:       GatewayPolicy",
+        "oidcDiscovery",
+        "issuer",
+        "-required-",
+    ] {
+        assert!(
+            explained.contains(expected),
+            "{expected:?} in:\n{explained}"
+        );
+    }
     kubectl.apply(POLICY);
     // Picked up without a restart (the watch retries with backoff until the
     // CRD is served).
@@ -237,6 +253,27 @@ async fn policies_through_kubectl() {
     kubectl.apply(BROKEN);
     kubectl.await_accepted("broken", "status", "False").await;
     assert_eq!(kubectl.condition("broken", "reason"), "SecretNotFound");
+    // What an operator sees: the CRD's printer columns, Reason with -o wide.
+    let table = kubectl.ok(&["get", "gatewaypolicies", "-o", "wide"], None);
+    let row = |name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name} in:\n{table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        table.starts_with("NAME") && table.lines().next().unwrap_or("").contains("ACCEPTED"),
+        "{table}"
+    );
+    assert_eq!(
+        row("partners")[1..3],
+        ["Ingress/partners", "True"],
+        "{table}"
+    );
+    assert_eq!(row("broken")[2..4], ["False", "SecretNotFound"], "{table}");
     await_status(
         weir.http,
         "other.test",

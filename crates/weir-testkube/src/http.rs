@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::ApiError;
-use crate::resources::ResourceType;
+use crate::resources::{Custom, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, Filter};
 use crate::{LoggedRequest, Shared};
@@ -325,12 +325,34 @@ async fn resource(
 ) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
     let ns = t.namespace.as_deref();
+    // Custom resources print as a Table when asked (kubectl get).
+    let table = t.rt.custom.filter(|_| {
+        !t.status
+            && req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(crate::table::wanted)
+    });
     match (req.method().clone(), t.name.as_deref()) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch(shared, t, &q)
         }
-        (Method::GET, None) => list(shared, t.rt, ns, &q),
-        (Method::GET, Some(name)) => Ok(full(StatusCode::OK, &shared.store().get(t.rt, ns, name)?)),
+        (Method::GET, None) => list(shared, t.rt, ns, &q, table),
+        (Method::GET, Some(name)) => {
+            let store = shared.store();
+            let obj = store.get(t.rt, ns, name)?;
+            match table {
+                Some(custom) => {
+                    let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                    Ok(full(
+                        StatusCode::OK,
+                        &crate::table::render(custom, std::slice::from_ref(&obj), rv, unix_now()),
+                    ))
+                }
+                None => Ok(full(StatusCode::OK, &obj)),
+            }
+        }
         (Method::DELETE, None) => {
             // deletecollection: every selected object, each like a DELETE.
             let filter = filter_from(t.rt, ns, &q)?;
@@ -477,6 +499,7 @@ fn list(
     rt: &'static ResourceType,
     ns: Option<&str>,
     q: &HashMap<String, String>,
+    table: Option<&'static Custom>,
 ) -> Result<Response<Body>, ApiError> {
     let filter = filter_from(rt, ns, q)?;
     let limit = q.get("limit").and_then(|l| l.parse().ok());
@@ -503,10 +526,21 @@ fn list(
         meta["continue"] = json!(token);
         meta["remainingItemCount"] = json!(store.remaining(token));
     }
+    if let Some(custom) = table {
+        let mut t = crate::table::render(custom, &items, &rv.to_string(), unix_now());
+        t["metadata"] = meta;
+        return Ok(full(StatusCode::OK, &t));
+    }
     Ok(full(
         StatusCode::OK,
         &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items}),
     ))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {

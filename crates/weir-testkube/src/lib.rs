@@ -18,9 +18,11 @@
 //! registry rules. Served today: namespaces, services, secrets, configmaps,
 //! events (core and events.k8s.io), ingresses, ingressclasses,
 //! endpointslices, leases; merge, JSON, strategic merge and apply patches;
-//! minimal OpenAPI v3 documents so kubectl's default validation works; CRDs
-//! and their custom resources; HTTP or HTTPS (a generated CA in the
-//! kubeconfig). Not yet: Table responses, protobuf bodies (kubectl's
+//! minimal OpenAPI v3 documents so kubectl's default validation works, with
+//! CRD schemas so `kubectl explain` does; CRDs and their custom resources,
+//! printed as Tables from their printer columns; HTTP or HTTPS (a generated
+//! CA in the kubeconfig). Not yet: Tables for built-in types (kubectl prints
+//! NAME and AGE), protobuf bodies (kubectl's
 //! imperative `create namespace` and friends send protobuf and get 415),
 //! managed-fields ownership for server-side apply, ownerReference GC.
 
@@ -31,6 +33,7 @@ pub mod resources;
 pub mod selector;
 pub mod smp;
 pub mod store;
+mod table;
 mod tls;
 
 use std::net::SocketAddr;

@@ -1,7 +1,10 @@
 //! Minimal OpenAPI v3 documents: enough for kubectl's default
 //! (`--validate=strict`) path, which looks for a PATCH operation with
 //! `x-kubernetes-group-version-kind` and a `fieldValidation` parameter and,
-//! when it finds one, leaves validation to the server.
+//! when it finds one, leaves validation to the server. Custom resources
+//! also get their CRD schema under `components.schemas`, tagged with their
+//! group/version/kind as the API server publishes it, which is what
+//! `kubectl explain` reads.
 
 use std::hash::Hasher;
 
@@ -31,6 +34,7 @@ pub fn group_version_doc(
     version: &str,
 ) -> Option<Value> {
     let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
     for r in types
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -49,14 +53,51 @@ pub fn group_version_doc(
                 "responses": {"200": {"description": "OK"}}
             }}),
         );
+        if let Some(schema) = r.custom.and_then(|c| c.schema.as_ref()) {
+            schemas.insert(schema_name(r), published(schema, r));
+        }
     }
     if paths.is_empty() {
         return None;
     }
     Some(
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                "components": {"schemas": {}}, "paths": paths}),
+                "components": {"schemas": schemas}, "paths": paths}),
     )
+}
+
+/// `dev.weir.v1alpha1.GatewayPolicy`: the API server's name for a CRD's
+/// schema (the group reversed, then version and kind).
+fn schema_name(r: &ResourceType) -> String {
+    let group: Vec<&str> = r.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), r.version, r.kind)
+}
+
+/// A CRD schema as the API server publishes it: the GVK extension that
+/// lets clients find it, and `apiVersion`, `kind` and `metadata` described
+/// even when the CRD leaves them out.
+fn published(schema: &Value, r: &ResourceType) -> Value {
+    let mut s = schema.clone();
+    s["x-kubernetes-group-version-kind"] =
+        json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+    if let Some(props) = s.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "description":
+            "APIVersion defines the versioned schema of this representation of an object."}),
+        );
+        props.insert(
+            "kind".into(),
+            json!({"type": "string", "description":
+            "Kind is a string value representing the REST resource this object represents."}),
+        );
+        props.insert(
+            "metadata".into(),
+            json!({"type": "object", "description":
+            "Standard object's metadata."}),
+        );
+    }
+    s
 }
 
 fn hash(v: &Value) -> String {

@@ -45,6 +45,35 @@ pub struct ResourceType {
     pub validate: fn(&Value) -> Result<(), String>,
     /// Built into the server (true) or defined by a CRD (false).
     pub builtin: bool,
+    /// What a CRD says about its objects beyond storage: the schema
+    /// `kubectl explain` reads and the columns `kubectl get` prints.
+    pub custom: Option<&'static Custom>,
+}
+
+/// The parts of a CRD version the server presents to clients.
+#[derive(Debug)]
+pub struct Custom {
+    /// `schema.openAPIV3Schema`, served in the OpenAPI v3 document.
+    pub schema: Option<Value>,
+    /// `additionalPrinterColumns`, rendered when a client asks for a Table.
+    pub columns: Vec<PrinterColumn>,
+}
+
+/// One `additionalPrinterColumns` entry.
+#[derive(Debug, Clone)]
+pub struct PrinterColumn {
+    /// Column header.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub kind: String,
+    /// Display hint (`name`, …).
+    pub format: String,
+    /// Shown on hover/wide output.
+    pub description: String,
+    /// 0 is shown by default; higher only with `-o wide`.
+    pub priority: i64,
+    /// The simple JSONPath the value comes from.
+    pub json_path: String,
 }
 
 impl ResourceType {
@@ -95,6 +124,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<core::v1::Namespace>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "",
@@ -108,6 +138,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<core::v1::Service>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "",
@@ -121,6 +152,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<core::v1::Secret>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "",
@@ -134,6 +166,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<core::v1::ConfigMap>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "",
@@ -147,6 +180,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<core::v1::Event>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "events.k8s.io",
@@ -160,6 +194,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<events::v1::Event>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -173,6 +208,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::Spec,
         validate: check::<networking::v1::Ingress>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -186,6 +222,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::Spec,
         validate: check::<networking::v1::IngressClass>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "discovery.k8s.io",
@@ -199,6 +236,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::NonMetadata,
         validate: check::<discovery::v1::EndpointSlice>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "apiextensions.k8s.io",
@@ -212,6 +250,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::NonMetadataStatus,
         validate: check::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
         builtin: true,
+        custom: None,
     },
     ResourceType {
         group: "coordination.k8s.io",
@@ -225,6 +264,7 @@ pub static BUILTIN: &[ResourceType] = &[
         generation: Generation::None,
         validate: check::<coordination::v1::Lease>,
         builtin: true,
+        custom: None,
     },
 ];
 
@@ -284,8 +324,44 @@ pub fn from_crd(crd: &Value) -> Vec<&'static ResourceType> {
                 },
                 validate: no_validation,
                 builtin: false,
+                custom: Some(Box::leak(Box::new(custom(v)))),
             };
             Some(&*Box::leak(Box::new(rt)))
         })
         .collect()
+}
+
+/// The schema and printer columns of one CRD version. A CRD without
+/// columns gets `Age`, as the API server does.
+fn custom(version: &Value) -> Custom {
+    let mut columns: Vec<PrinterColumn> = version["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+            Some(PrinterColumn {
+                name: c["name"].as_str()?.to_owned(),
+                kind: text("type"),
+                format: text("format"),
+                description: text("description"),
+                priority: c["priority"].as_i64().unwrap_or(0),
+                json_path: c["jsonPath"].as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    if version.get("additionalPrinterColumns").is_none() {
+        columns.push(PrinterColumn {
+            name: "Age".into(),
+            kind: "date".into(),
+            format: String::new(),
+            description: String::new(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        });
+    }
+    Custom {
+        schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+        columns,
+    }
 }
