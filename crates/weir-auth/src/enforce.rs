@@ -68,6 +68,29 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
+    /// Carries verified-token caches over from the same policy's enforcer in
+    /// the previous snapshot, provider by provider (matched by name; see
+    /// [`Verifier::inherit`] for when a cache is kept).
+    #[cfg(test)]
+    pub(crate) fn shares_caches_with(&self, other: &Enforcer) -> bool {
+        self.providers
+            .iter()
+            .zip(&other.providers)
+            .all(|(a, b)| a.shares_cache_with(b))
+    }
+
+    pub(crate) fn inherit_caches(&mut self, previous: &Enforcer) {
+        for verifier in &mut self.providers {
+            if let Some(old) = previous
+                .providers
+                .iter()
+                .find(|o| o.config.name == verifier.config.name)
+            {
+                verifier.inherit(old);
+            }
+        }
+    }
+
     pub(crate) fn new(
         policy: &weir_snapshot::Policy,
         providers: Vec<Verifier>,

@@ -73,8 +73,9 @@ pub(crate) struct Verifier {
     header: Option<HeaderName>,
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
-    /// `None` when caching is off.
-    cache: Option<Mutex<TokenCache>>,
+    /// `None` when caching is off. Shared with the verifier of the previous
+    /// snapshot when the provider did not change (see [`Verifier::inherit`]).
+    cache: Option<Arc<Mutex<TokenCache>>>,
 }
 
 /// Verified tokens: token -> (claims, `exp`).
@@ -129,7 +130,27 @@ impl Verifier {
             header,
             keys,
             validations,
-            cache: cache.then(|| Mutex::new(HashMap::new())),
+            cache: cache.then(|| Arc::new(Mutex::new(HashMap::new()))),
+        }
+    }
+
+    /// Takes over the verified tokens of the same provider in the previous
+    /// snapshot when nothing about it changed (issuer, audiences, keys or
+    /// key source, …), so an unrelated change elsewhere in the cluster (an
+    /// endpoint moving) does not cost every client a signature check.
+    /// A changed provider starts empty: a token verified under its old
+    /// rules must be checked again under the new ones.
+    #[cfg(test)]
+    pub(crate) fn shares_cache_with(&self, other: &Verifier) -> bool {
+        match (&self.cache, &other.cache) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn inherit(&mut self, previous: &Verifier) {
+        if self.cache.is_some() && previous.config == self.config {
+            self.cache.clone_from(&previous.cache);
         }
     }
 

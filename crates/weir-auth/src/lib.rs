@@ -11,7 +11,8 @@
 //! JWT signatures are checked with jsonwebtoken on a ring provider
 //! ([`crypto`]); remote JWKS are fetched before readiness and kept fresh by
 //! one background task per URI ([`remote`]); verified tokens are cached per
-//! provider until their `exp`. API keys exist here only as SHA-256 digests.
+//! provider until their `exp`, across snapshots while the provider is
+//! unchanged. API keys exist here only as SHA-256 digests.
 //! This crate knows the snapshot, never Kubernetes.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -53,6 +54,8 @@ pub struct AuthRuntime {
     metrics: AuthMetrics,
     sources: Mutex<HashMap<Location, Source>>,
     token_cache: bool,
+    /// The enforcers built last, whose token caches the next build inherits.
+    previous: Mutex<Policies>,
 }
 
 impl AuthRuntime {
@@ -81,6 +84,7 @@ impl AuthRuntime {
             metrics,
             sources: Mutex::new(HashMap::new()),
             token_cache: true,
+            previous: Mutex::new(Policies::new()),
         }
     }
 
@@ -99,6 +103,10 @@ impl AuthRuntime {
         // rather than building no enforcers (every policy route would 503).
         let mut sources = self
             .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut previous = self
+            .previous
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut used = std::collections::HashSet::new();
@@ -129,7 +137,10 @@ impl AuthRuntime {
                     Verifier::new(p.clone(), keys, self.token_cache)
                 })
                 .collect();
-            let enforcer = Enforcer::new(policy, providers, &self.metrics);
+            let mut enforcer = Enforcer::new(policy, providers, &self.metrics);
+            if let Some(old) = previous.get(name) {
+                enforcer.inherit_caches(old);
+            }
             for problem in enforcer.key_problems() {
                 tracing::error!(policy = %name, error = problem, "Policy keys are unusable; its tokens are refused.");
             }
@@ -143,6 +154,7 @@ impl AuthRuntime {
             }
             keep
         });
+        previous.clone_from(&out);
         out
     }
 
@@ -208,4 +220,72 @@ fn rustls_config_without_roots() -> rustls::ClientConfig {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_snapshot::{
+        Authentication, JwtAlgorithm, JwtKeys, JwtProvider, Policy, Redacted, TokenSource,
+    };
+
+    use super::*;
+
+    fn snapshot(secret: &[u8], policies: &[&str]) -> Snapshot {
+        let provider = JwtProvider {
+            name: "main".into(),
+            issuer: "https://issuer.test/".into(),
+            audiences: vec![],
+            algorithms: vec![JwtAlgorithm::HS256],
+            keys: JwtKeys::Hmac(Redacted(secret.to_vec())),
+            leeway_secs: 0,
+            token: TokenSource::Header {
+                name: "authorization".into(),
+                prefix: "Bearer ".into(),
+            },
+            claim_headers: vec![],
+            forward_token: false,
+        };
+        let policies: BTreeMap<String, Policy> = policies
+            .iter()
+            .map(|name| {
+                let policy = Policy {
+                    name: (*name).into(),
+                    invalid: None,
+                    authentication: Some(Authentication {
+                        optional: false,
+                        jwt: vec![provider.clone()],
+                        api_keys: None,
+                    }),
+                    authorization: None,
+                };
+                ((*name).to_owned(), policy)
+            })
+            .collect();
+        Snapshot {
+            policies,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn token_caches_survive_unrelated_changes_only() {
+        let registry = prometheus::Registry::new();
+        let runtime = AuthRuntime::new(AuthMetrics::register(&registry).expect("metrics"));
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let first = runtime.build(&snapshot(secret, &["a/p"]));
+        // Another policy appears: a/p is unchanged and keeps its cache.
+        let second = runtime.build(&snapshot(secret, &["a/p", "b/q"]));
+        assert!(first["a/p"].shares_caches_with(&second["a/p"]));
+        // a/p's secret changes: tokens verified under the old one must be
+        // checked again.
+        let third = runtime.build(&snapshot(
+            b"another-secret-of-32-bytes-or-more!",
+            &["a/p", "b/q"],
+        ));
+        assert!(!second["a/p"].shares_caches_with(&third["a/p"]));
+        // Two policies never share one cache.
+        assert!(!third["a/p"].shares_caches_with(&third["b/q"]));
+    }
 }
