@@ -229,7 +229,7 @@ async fn policies_through_kubectl() {
     // enforced (no 503s, no open door) and the status says so.
     kubectl.apply(&POLICY.replace(
         "  authentication:\n",
-        "  rateLimits: [{name: all, requests: 10, per: 1m}]\n  authentication:\n",
+        "  cors: {allowOrigins: [\"*\"]}\n  authentication:\n",
     ));
     kubectl
         .await_accepted("partners", "reason", "Unsupported")

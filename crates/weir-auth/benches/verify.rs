@@ -31,6 +31,7 @@ fn snapshot(auth: Authentication) -> Snapshot {
             invalid: None,
             authentication: Some(auth),
             authorization: None,
+            rate_limits: None,
         },
     );
     Snapshot {

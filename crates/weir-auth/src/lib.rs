@@ -259,6 +259,7 @@ mod tests {
                         api_keys: None,
                     }),
                     authorization: None,
+                    rate_limits: None,
                 };
                 ((*name).to_owned(), policy)
             })

@@ -62,6 +62,7 @@ fn policy(authentication: Authentication, authorization: Option<Authorization>) 
             invalid: None,
             authentication: Some(authentication),
             authorization,
+            rate_limits: None,
         },
     );
     Snapshot {

@@ -8,8 +8,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// GatewayPolicy attaches authentication, authorization and (in later
-/// versions) rate limits and traffic settings to Ingresses, their paths, the
+/// GatewayPolicy attaches authentication, authorization, rate limits and
+/// (in later versions) traffic settings to Ingresses, their paths, the
 /// routes to a Service, or every route of a namespace. Where several policies
 /// reach one route, each section (authentication, authorization, ...) comes
 /// from the most specific policy that sets it: Ingress path, then Ingress,
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "GatewayPolicy",
     plural = "gatewaypolicies",
-    doc = "GatewayPolicy attaches authentication and authorization to weir's Ingress routes. See spec.",
+    doc = "GatewayPolicy attaches authentication, authorization and rate limits to weir's Ingress routes. See spec.",
     shortname = "gwpol",
     namespaced,
     status = "GatewayPolicyStatus",
@@ -45,10 +45,17 @@ pub struct GatewayPolicySpec {
     /// allowed API-key consumers. Requests that fail get 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
-    /// Reserved for rate limits (not enforced by this version of weir; a
-    /// policy that sets it is not accepted, so nothing is silently ignored).
+    /// Rate limits: how many requests callers may send, counted per client
+    /// IP, header, claim, consumer or route, in Redis (shared by every
+    /// replica) or per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
     pub rate_limits: Option<Vec<RateLimit>>,
+    /// Which headers report the rate limits on every response of a limited
+    /// route: `Draft` (default: `RateLimit-Policy`, `RateLimit`), `Legacy`
+    /// (`X-RateLimit-*`), `Both` or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_headers: Option<RateLimitHeaders>,
     /// Reserved for CORS (not enforced by this version; a policy that sets it
     /// is not accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,26 +381,152 @@ pub struct ClaimRequirement {
     pub all_of: Option<Vec<String>>,
 }
 
-/// A rate limit rule (reserved: not enforced by this version).
-#[derive(JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// A rate-limit rule. Every rule of a policy applies: a request is admitted
+/// only if each rule admits it, and a refused request consumes from none of
+/// them (with Redis Cluster: from none of the refusing ones). Refused
+/// requests get 429 with `Retry-After` and a JSON body.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.burst) || !has(self.algorithm) || self.algorithm == 'Gcra'").message("burst applies to the Gcra algorithm only"))]
 pub struct RateLimit {
-    /// Name of the rule, unique in the policy.
-    #[schemars(length(min = 1, max = 63))]
+    /// Name of the rule, unique in the policy. Appears in metrics and in the
+    /// `RateLimit-Policy` response header.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
-    /// What is counted: `clientIP`, `header`, `claim`, `apiKey`, `consumer`
-    /// or `route`.
+    /// What is counted separately. Omitted: every request to the policy's
+    /// routes shares one budget. Several parts combine (e.g. `consumer` and
+    /// `route`: one budget per consumer per route). A request without the
+    /// value (no such header, claim or consumer) is counted in one shared
+    /// "absent" bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<BTreeMap<String, String>>,
-    /// Requests allowed per period.
-    #[schemars(range(min = 1))]
+    pub key: Option<RateLimitKey>,
+    /// Requests admitted per period.
+    #[schemars(range(min = 1, max = 1000000000))]
     pub requests: u64,
-    /// The period, e.g. `1m`.
+    /// The period: `1s`, `1m`, `1h`, `24h`, ... (at least 1s, at most 24h).
     #[schemars(regex(pattern = "^([0-9]+(ms|s|m|h))+$"))]
     pub per: String,
-    /// Extra requests allowed in a burst.
+    /// Gcra only: how many requests may arrive at once (the bucket size).
+    /// Default: `requests` (a whole period's budget may be spent at once).
+    /// Over any time t a client gets at most `burst + requests × t / per`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000000))]
     pub burst: Option<u64>,
+    /// `Gcra` (default): token bucket semantics, exact, smooth.
+    /// `SlidingWindow`: the previous window's count weighted by overlap;
+    /// at most `2 × requests` in a trailing period in the worst case, close
+    /// to `requests` for steady traffic. `FixedWindow`: calendar windows of
+    /// `per`; cheapest, but up to `2 × requests` across a window boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<RateLimitAlgorithm>,
+    /// `Global` (default): counted in Redis and shared by every weir replica
+    /// (enforced per replica when weir runs without `--redis-url`).
+    /// `Local`: counted in each replica's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<RateLimitScope>,
+    /// What a Global rule does while Redis is unreachable: `LocalShare`
+    /// (default: each replica enforces `requests ÷ replicas` itself),
+    /// `Allow` (admit everything) or `Deny` (refuse with 503
+    /// `rate_limit_unavailable`). weir never answers 500 for a Redis failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_failure: Option<OnStoreFailure>,
+    /// `Enforce` (default) or `Shadow`: count and log what would be refused
+    /// (`weir_ratelimit_decisions_total{result="shadow_rejected"}`) but admit
+    /// it, to try a limit on real traffic first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RateLimitMode>,
+}
+
+/// What a rate-limit rule counts separately; set one or more parts.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.clientIP) && self.clientIP) || has(self.header) || has(self.claim) || (has(self.consumer) && self.consumer) || (has(self.route) && self.route)").message("set at least one key part"))]
+pub struct RateLimitKey {
+    /// Per client address: the TCP peer, or behind proxies listed in weir's
+    /// `--trusted-proxies`, the right-most untrusted `X-Forwarded-For` entry.
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<bool>,
+    /// Per value of this request header (e.g. `X-Tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub header: Option<String>,
+    /// Per value of this JWT claim, dotted for nested claims (`sub`,
+    /// `org.id`). Needs JWT authentication on the same routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub claim: Option<String>,
+    /// Per API-key consumer. Needs API-key authentication on the same routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<bool>,
+    /// Per route (host and path): each route the policy reaches gets its
+    /// own budget instead of sharing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<bool>,
+}
+
+/// Rate-limit algorithms.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RateLimitAlgorithm {
+    /// Generic cell rate algorithm (token bucket semantics).
+    #[default]
+    Gcra,
+    /// Weighted sliding window.
+    SlidingWindow,
+    /// Fixed calendar windows.
+    FixedWindow,
+}
+
+/// Where a rule's counters live.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// Shared through Redis by every replica.
+    #[default]
+    Global,
+    /// Per replica.
+    Local,
+}
+
+/// What a Global rule does while Redis is unreachable.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OnStoreFailure {
+    /// Each replica enforces its share of the limit.
+    #[default]
+    LocalShare,
+    /// Admit every request.
+    Allow,
+    /// Refuse every request with 503.
+    Deny,
+}
+
+/// Whether a rule refuses requests.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RateLimitMode {
+    /// Refuse over-limit requests with 429.
+    #[default]
+    Enforce,
+    /// Only count and log them.
+    Shadow,
+}
+
+/// Which response headers report rate limits.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit`, as in the IETF httpapi
+    /// ratelimit-headers draft.
+    #[default]
+    Draft,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// None (a 429 still carries `Retry-After`).
+    None,
 }
 
 /// CORS settings (reserved: not enforced by this version).

@@ -27,6 +27,109 @@ pub struct Policy {
     /// What callers must also satisfy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// How fast callers may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// The rate limits of a policy: all rules apply; a request is admitted only
+/// if every rule admits it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimits {
+    /// `namespace/name` of the GatewayPolicy that defines the rules: buckets
+    /// are named by it (not by the merged policy name), so attaching another
+    /// policy for another section does not reset counters.
+    pub source: String,
+    /// Which response headers report the limits.
+    pub headers: RateLimitHeaders,
+    /// The rules, in the policy's order.
+    pub rules: Vec<RateLimitRule>,
+}
+
+/// Which headers report limits to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft).
+    Draft,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// None (429 still carries `Retry-After`).
+    None,
+}
+
+/// One rate-limit rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRule {
+    /// Unique in its policy; a label in metrics and headers.
+    pub name: String,
+    /// What is counted separately; empty: every request shares one bucket.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<RateLimitKey>,
+    /// Requests per period.
+    pub requests: u64,
+    /// The period in milliseconds.
+    pub period_ms: u64,
+    /// Requests that may arrive at once (GCRA).
+    pub burst: u64,
+    /// The algorithm.
+    pub algorithm: RateAlgorithm,
+    /// Local or global.
+    pub scope: RateScope,
+    /// What a global rule does while Redis is unreachable.
+    pub on_store_failure: StoreFailure,
+    /// Enforce, or only count would-be rejections.
+    pub shadow: bool,
+}
+
+/// One part of a rate-limit key; parts are combined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitKey {
+    /// The client address (from `X-Forwarded-For` behind trusted proxies).
+    ClientIp,
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// A JWT claim (path of object keys).
+    Claim(Vec<String>),
+    /// The API-key consumer's name.
+    Consumer,
+    /// The route (host and path): each targeted route gets its own budget.
+    Route,
+}
+
+/// Rate-limit algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RateAlgorithm {
+    /// Token bucket semantics, exact.
+    Gcra,
+    /// Weighted sliding window.
+    SlidingWindow,
+    /// Calendar windows.
+    FixedWindow,
+}
+
+/// Where counters live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RateScope {
+    /// Per replica.
+    Local,
+    /// Shared through Redis.
+    Global,
+}
+
+/// What a global rule does while Redis is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StoreFailure {
+    /// Admit.
+    Allow,
+    /// Refuse with 503.
+    Deny,
+    /// Enforce `limit ÷ replicas` per replica.
+    LocalShare,
 }
 
 /// Authentication methods; a request passes with any one of them.

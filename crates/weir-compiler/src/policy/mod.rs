@@ -218,12 +218,13 @@ impl Policies {
             spec::compile_sections(&key.namespace, &key.name, &policy.spec, inputs, &mut report);
         if policy.spec.authentication.is_none()
             && policy.spec.authorization.is_none()
+            && policy.spec.rate_limits.is_none()
             && report.errors() == 0
         {
             report.warn(
                 Some("spec".into()),
                 "NoEffect",
-                "the policy sets neither authentication nor authorization".into(),
+                "the policy sets no authentication, authorization or rateLimits".into(),
             );
         }
         let invalid = (report.errors() > 0)
@@ -299,6 +300,13 @@ impl Policies {
             "authorization",
             &mut conflicts,
         );
+        let limits = pick(
+            &lists,
+            &self.entries,
+            |s| s.rate_limits.is_some(),
+            "rateLimits",
+            &mut conflicts,
+        );
         // Contributors in precedence order: the section winners and every
         // invalid policy that reaches the route (which makes it fail closed).
         let mut contributors: Vec<ObjectKey> = Vec::new();
@@ -309,12 +317,12 @@ impl Policies {
             };
             if let Some(reason) = &entry.invalid {
                 invalid.get_or_insert_with(|| reason.clone());
-            } else if Some(key) != authn && Some(key) != authz {
+            } else if Some(key) != authn && Some(key) != authz && Some(key) != limits {
                 continue;
             }
             push_unique(&mut contributors, key);
         }
-        let (authn, authz) = (authn.cloned(), authz.cloned());
+        let (authn, authz, limits) = (authn.cloned(), authz.cloned(), limits.cloned());
         drop(lists);
         for (loser, winner, level, section) in conflicts {
             self.conflict(&loser, &winner, &level, section);
@@ -341,6 +349,7 @@ impl Policies {
                 invalid,
                 authentication: section(&authn).and_then(|e| e.sections.authentication.clone()),
                 authorization: section(&authz).and_then(|e| e.sections.authorization.clone()),
+                rate_limits: section(&limits).and_then(|e| e.sections.rate_limits.clone()),
             };
             self.effective.insert(name.clone(), policy);
         }

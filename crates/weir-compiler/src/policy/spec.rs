@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use weir_crd::{GatewayPolicySpec, JwtProvider as CrdProvider, SecretKeyRef};
 use weir_snapshot::{
     ApiKeys, Authentication, Authorization, ClaimHeader, ClaimRule, ClaimTest, Consumer,
-    JwtAlgorithm, JwtKeys, JwtProvider, Redacted, TokenSource,
+    JwtAlgorithm, JwtKeys, JwtProvider, RateAlgorithm, RateLimitHeaders, RateLimitKey,
+    RateLimitRule, RateLimits, RateScope, Redacted, StoreFailure, TokenSource,
 };
 
 use crate::diagnostics::Reporter;
@@ -28,6 +29,7 @@ const MIN_HMAC_BYTES: usize = 32;
 pub(crate) struct Sections {
     pub(crate) authentication: Option<Authentication>,
     pub(crate) authorization: Option<Authorization>,
+    pub(crate) rate_limits: Option<RateLimits>,
 }
 
 /// Compiles the sections of `spec`. Errors are reported; the caller treats a
@@ -40,7 +42,6 @@ pub(crate) fn compile_sections(
     report: &mut Reporter<'_>,
 ) -> Sections {
     for (set, field) in [
-        (spec.rate_limits.is_some(), "spec.rateLimits"),
         (spec.cors.is_some(), "spec.cors"),
         (spec.ip_access.is_some(), "spec.ipAccess"),
         (spec.headers.is_some(), "spec.headers"),
@@ -141,9 +142,165 @@ pub(crate) fn compile_sections(
             allowed_consumers,
         }
     });
+    let rate_limits = spec
+        .rate_limits
+        .as_ref()
+        .map(|rules| compile_rate_limits(namespace, policy, spec, rules, report));
     Sections {
         authentication,
         authorization,
+        rate_limits,
+    }
+}
+
+/// Shortest and longest rate-limit periods: below a second the counters
+/// measure the network more than the client; above a day, use quotas.
+const MIN_PERIOD_MS: u64 = 1000;
+const MAX_PERIOD_MS: u64 = 24 * 3600 * 1000;
+
+fn compile_rate_limits(
+    namespace: &str,
+    policy: &str,
+    spec: &GatewayPolicySpec,
+    rules: &[weir_crd::RateLimit],
+    report: &mut Reporter<'_>,
+) -> RateLimits {
+    use weir_crd::{
+        OnStoreFailure as CrdFailure, RateLimitAlgorithm as CrdAlgorithm,
+        RateLimitHeaders as CrdHeaders, RateLimitMode, RateLimitScope,
+    };
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let field = format!("spec.rateLimits[{i}]");
+        if !names.insert(r.name.as_str()) {
+            report.error(
+                Some(format!("{field}.name")),
+                "InvalidPolicy",
+                format!("rule name {:?} is used twice", r.name),
+            );
+            continue;
+        }
+        let period_ms = match parse_duration_ms(&r.per) {
+            Ok(ms) if (MIN_PERIOD_MS..=MAX_PERIOD_MS).contains(&ms) => ms,
+            Ok(_) => {
+                report.error(
+                    Some(format!("{field}.per")),
+                    "InvalidPolicy",
+                    "per must be between 1s and 24h".into(),
+                );
+                continue;
+            }
+            Err(e) => {
+                report.error(Some(format!("{field}.per")), "InvalidPolicy", e);
+                continue;
+            }
+        };
+        if r.requests == 0 {
+            report.error(
+                Some(format!("{field}.requests")),
+                "InvalidPolicy",
+                "requests must be at least 1".into(),
+            );
+            continue;
+        }
+        let algorithm = match r.algorithm.unwrap_or_default() {
+            CrdAlgorithm::Gcra => RateAlgorithm::Gcra,
+            CrdAlgorithm::SlidingWindow => RateAlgorithm::SlidingWindow,
+            CrdAlgorithm::FixedWindow => RateAlgorithm::FixedWindow,
+        };
+        if r.burst.is_some() && algorithm != RateAlgorithm::Gcra {
+            report.error(
+                Some(format!("{field}.burst")),
+                "InvalidPolicy",
+                "burst applies to the Gcra algorithm only".into(),
+            );
+            continue;
+        }
+        let mut key = Vec::new();
+        if let Some(k) = &r.key {
+            if k.client_ip == Some(true) {
+                key.push(RateLimitKey::ClientIp);
+            }
+            if let Some(h) = &k.header {
+                if !is_token(h) {
+                    report.error(
+                        Some(format!("{field}.key.header")),
+                        "InvalidPolicy",
+                        format!("{h:?} is not a header name"),
+                    );
+                    continue;
+                }
+                key.push(RateLimitKey::Header(h.to_ascii_lowercase()));
+            }
+            if let Some(c) = &k.claim {
+                let Some(path) = claim_path(c) else {
+                    report.error(
+                        Some(format!("{field}.key.claim")),
+                        "InvalidPolicy",
+                        format!("{c:?} is not a claim name (dots separate nested claims)"),
+                    );
+                    continue;
+                };
+                if spec.authentication.as_ref().is_none_or(|a| a.jwt.is_none()) {
+                    report.warn(
+                        Some(format!("{field}.key.claim")),
+                        "NoJwt",
+                        "the key uses a claim but this policy configures no JWT; it relies on JWT authentication from a less specific policy, and unauthenticated requests share one bucket".into(),
+                    );
+                }
+                key.push(RateLimitKey::Claim(path));
+            }
+            if k.consumer == Some(true) {
+                if authentication_lacks_api_keys(spec) {
+                    report.warn(
+                        Some(format!("{field}.key.consumer")),
+                        "NoApiKeys",
+                        "the key uses the API-key consumer but this policy configures no apiKeys; it relies on API keys from a less specific policy, and requests without one share one bucket".into(),
+                    );
+                }
+                key.push(RateLimitKey::Consumer);
+            }
+            if k.route == Some(true) {
+                key.push(RateLimitKey::Route);
+            }
+            if key.is_empty() {
+                report.error(
+                    Some(format!("{field}.key")),
+                    "InvalidPolicy",
+                    "set at least one key part, or omit key to share one budget".into(),
+                );
+                continue;
+            }
+        }
+        out.push(RateLimitRule {
+            name: r.name.clone(),
+            key,
+            requests: r.requests,
+            period_ms,
+            burst: r.burst.unwrap_or(r.requests).max(1),
+            algorithm,
+            scope: match r.scope.unwrap_or_default() {
+                RateLimitScope::Global => RateScope::Global,
+                RateLimitScope::Local => RateScope::Local,
+            },
+            on_store_failure: match r.on_store_failure.unwrap_or_default() {
+                CrdFailure::LocalShare => StoreFailure::LocalShare,
+                CrdFailure::Allow => StoreFailure::Allow,
+                CrdFailure::Deny => StoreFailure::Deny,
+            },
+            shadow: r.mode == Some(RateLimitMode::Shadow),
+        });
+    }
+    RateLimits {
+        source: format!("{namespace}/{policy}"),
+        headers: match spec.rate_limit_headers.unwrap_or_default() {
+            CrdHeaders::Draft => RateLimitHeaders::Draft,
+            CrdHeaders::Legacy => RateLimitHeaders::Legacy,
+            CrdHeaders::Both => RateLimitHeaders::Both,
+            CrdHeaders::None => RateLimitHeaders::None,
+        },
+        rules: out,
     }
 }
 

@@ -1,0 +1,405 @@
+//! Rate limiting for weir's data plane, knowing nothing of Kubernetes or
+//! HTTP: a request arrives as a list of (bucket, limit, scope) checks and
+//! leaves with one [`Outcome`] per check.
+//!
+//! - [`algorithm`]: GCRA, sliding and fixed windows as pure functions.
+//! - [`local`]: a sharded, bounded in-process store (per-replica limits,
+//!   and the fallback when Redis is unreachable).
+//! - [`redis`]: the shared store, one atomic Lua script per decision with
+//!   Redis's own clock, single node or Cluster.
+//! - [`breaker`]: stops requests from waiting on a failing Redis.
+//!
+//! The [`RateLimiter`] outlives snapshots (it is built once per process), so
+//! editing one rule never resets the counters of the others: a bucket is
+//! named by policy, rule, algorithm, period and key, not by snapshot.
+
+pub mod algorithm;
+pub mod breaker;
+pub mod local;
+mod metrics;
+pub mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use algorithm::{Algorithm, Limit, Outcome};
+pub use metrics::RateLimitMetrics;
+
+use breaker::{Breaker, Permit};
+use local::LocalStore;
+
+/// A bucket's identity: a digest of what names it (policy, rule, period,
+/// key value). Fixed-size, so memory per bucket is bounded whatever the
+/// key, and client identifiers never reach Redis in the clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket(pub [u8; 16]);
+
+impl Bucket {
+    /// The digest of `parts`, each length-prefixed so `("ab","c")` and
+    /// `("a","bc")` differ.
+    pub fn new(parts: &[&[u8]]) -> Bucket {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for p in parts {
+            ctx.update(&(p.len() as u64).to_be_bytes());
+            ctx.update(p);
+        }
+        let digest = ctx.finish();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest.as_ref()[..16]);
+        Bucket(id)
+    }
+
+    /// The same bucket for the per-replica fallback (`localShare`), kept
+    /// apart from rules whose scope is local.
+    fn fallback(&self) -> Bucket {
+        let mut id = self.0;
+        id[15] ^= 0x5a;
+        Bucket(id)
+    }
+
+    /// Lower-case hex, for Redis keys.
+    pub fn hex(&self) -> String {
+        use std::fmt::Write;
+        self.0.iter().fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+/// Where a rule's counters live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// In this replica only.
+    Local,
+    /// In the shared store, across replicas.
+    Global,
+}
+
+/// What a global rule does while the shared store is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreFailure {
+    /// Admit every request (availability over the limit).
+    Allow,
+    /// Refuse every request (the limit over availability).
+    Deny,
+    /// Each replica enforces `limit ÷ replicas` locally.
+    LocalShare,
+}
+
+/// One rule to check for one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Check {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// The limit.
+    pub limit: Limit,
+    /// Local or global.
+    pub scope: Scope,
+    /// The fallback of a global rule.
+    pub on_store_failure: OnStoreFailure,
+}
+
+/// How a check was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// By the local store (a local rule).
+    Local,
+    /// By the shared store.
+    Store,
+    /// The store failed: admitted by `onStoreFailure: allow`.
+    FailedOpen,
+    /// The store failed: refused by `onStoreFailure: deny`.
+    FailedClosed,
+    /// The store failed: decided by this replica's share.
+    LocalShare,
+}
+
+/// The decision for one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The algorithm's answer (for `FailedOpen`/`FailedClosed`, a
+    /// synthetic one: full quota, or nothing and retry in a second).
+    pub outcome: Outcome,
+    /// Who decided.
+    pub source: Source,
+}
+
+/// Why the shared store could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The breaker is open: not tried.
+    #[error("circuit open")]
+    CircuitOpen,
+    /// Connection, protocol or script error.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The script answered something unexpected.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+    /// Unusable configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout => "timeout",
+            StoreError::CircuitOpen => "circuit_open",
+            StoreError::Redis(e) if e.is_connection_refusal() || e.is_connection_dropped() => {
+                "connection"
+            }
+            StoreError::Redis(e) if e.is_timeout() => "timeout",
+            StoreError::Redis(_) => "redis",
+            StoreError::Reply(_) => "reply",
+            StoreError::Config(_) => "config",
+        }
+    }
+}
+
+/// The process-wide limiter: the local store, the optional shared store and
+/// its breaker.
+pub struct RateLimiter {
+    local: LocalStore,
+    store: Option<redis::RedisStore>,
+    breaker: Breaker,
+    replicas: AtomicU32,
+    metrics: RateLimitMetrics,
+}
+
+impl RateLimiter {
+    /// A limiter with a local store of `local_capacity` buckets and, when
+    /// `redis` is given, a shared store. Without one, global rules are
+    /// enforced per replica (see [`RateLimiter::has_store`]).
+    pub fn new(
+        local_capacity: usize,
+        redis: Option<&redis::RedisConfig>,
+        metrics: RateLimitMetrics,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = redis.map(redis::RedisStore::new).transpose()?;
+        let limiter = Arc::new(RateLimiter {
+            local: LocalStore::new(local_capacity, metrics.local_keys.clone()),
+            store,
+            breaker: Breaker::new(metrics.breaker_open.clone()),
+            replicas: AtomicU32::new(1),
+            metrics,
+        });
+        Ok(limiter)
+    }
+
+    /// Sweeps idle local buckets every `every` until the limiter is dropped.
+    /// Must run inside a tokio runtime.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(l) => l.local.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Whether global rules are shared through Redis.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Sets how many replicas share global limits (for `localShare`).
+    pub fn set_replicas(&self, n: u32) {
+        self.replicas.store(n.max(1), Ordering::Relaxed);
+        self.metrics.replicas.set(i64::from(n.max(1)));
+    }
+
+    /// The decision metrics.
+    pub fn metrics(&self) -> &RateLimitMetrics {
+        &self.metrics
+    }
+
+    /// Decides every check of one request. Local rules are looked at first
+    /// without consuming, so a request refused locally costs no Redis round
+    /// trip; global rules go to the store in one call; local rules consume
+    /// only once the store admitted. Never fails: a store failure becomes
+    /// each rule's `onStoreFailure`.
+    pub async fn check(&self, checks: &[Check]) -> Vec<Decision> {
+        let (local_idx, global_idx): (Vec<usize>, Vec<usize>) = (0..checks.len())
+            .partition(|&i| checks[i].scope == Scope::Local || self.store.is_none());
+        let local: Vec<(Bucket, Limit)> = local_idx
+            .iter()
+            .map(|&i| (checks[i].bucket, checks[i].limit))
+            .collect();
+        let mut out: Vec<Option<Decision>> = vec![None; checks.len()];
+        let decided =
+            |outcomes: Vec<Outcome>, source, idx: &[usize], out: &mut Vec<Option<Decision>>| {
+                for (o, &i) in outcomes.into_iter().zip(idx) {
+                    out[i] = Some(Decision { outcome: o, source });
+                }
+            };
+        if !global_idx.is_empty() && !local.is_empty() {
+            // Peek locally first: refused here means no store call at all.
+            let peek = self.local.peek(&local);
+            if peek.iter().any(|o| !o.allowed) {
+                return self.fill(checks, peek, &local_idx);
+            }
+        }
+        if !global_idx.is_empty() {
+            let global: Vec<(Bucket, Limit)> = global_idx
+                .iter()
+                .map(|&i| (checks[i].bucket, checks[i].limit))
+                .collect();
+            match self.store_decide(&global).await {
+                Ok(outcomes) => {
+                    let refused = outcomes.iter().any(|o| !o.allowed);
+                    decided(outcomes, Source::Store, &global_idx, &mut out);
+                    if refused {
+                        return finish(checks, out);
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, StoreError::CircuitOpen) {
+                        tracing::debug!(error = %e, "Rate-limit store failed.");
+                    }
+                    let refused = self.fallback(checks, &global_idx, &mut out);
+                    if refused {
+                        return finish(checks, out);
+                    }
+                }
+            }
+        }
+        if !local.is_empty() {
+            let outcomes = self.local.decide(&local);
+            decided(outcomes, Source::Local, &local_idx, &mut out);
+        }
+        finish(checks, out)
+    }
+
+    fn fill(&self, checks: &[Check], outcomes: Vec<Outcome>, idx: &[usize]) -> Vec<Decision> {
+        let mut out: Vec<Option<Decision>> = vec![None; checks.len()];
+        for (o, &i) in outcomes.into_iter().zip(idx) {
+            out[i] = Some(Decision {
+                outcome: o,
+                source: Source::Local,
+            });
+        }
+        finish(checks, out)
+    }
+
+    async fn store_decide(&self, global: &[(Bucket, Limit)]) -> Result<Vec<Outcome>, StoreError> {
+        let Some(store) = &self.store else {
+            return Err(StoreError::Config("no store".into()));
+        };
+        if self.breaker.permit() == Permit::Refuse {
+            return Err(StoreError::CircuitOpen);
+        }
+        let start = std::time::Instant::now();
+        let result = store.decide(global).await;
+        self.metrics
+            .store_duration
+            .observe(start.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(e) => {
+                self.metrics
+                    .store_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
+                self.breaker.failure();
+            }
+        }
+        result
+    }
+
+    /// Applies `onStoreFailure` to the global checks; returns whether any
+    /// refused.
+    fn fallback(
+        &self,
+        checks: &[Check],
+        global_idx: &[usize],
+        out: &mut [Option<Decision>],
+    ) -> bool {
+        let replicas = self.replicas.load(Ordering::Relaxed);
+        let shared: Vec<usize> = global_idx
+            .iter()
+            .copied()
+            .filter(|&i| checks[i].on_store_failure == OnStoreFailure::LocalShare)
+            .collect();
+        let mut refused = false;
+        for &i in global_idx {
+            let c = &checks[i];
+            let full = Outcome {
+                allowed: true,
+                remaining: c.limit.requests,
+                reset: Duration::ZERO,
+                retry_after: Duration::ZERO,
+            };
+            match c.on_store_failure {
+                OnStoreFailure::Allow => {
+                    out[i] = Some(Decision {
+                        outcome: full,
+                        source: Source::FailedOpen,
+                    })
+                }
+                OnStoreFailure::Deny => {
+                    refused = true;
+                    out[i] = Some(Decision {
+                        outcome: Outcome {
+                            allowed: false,
+                            remaining: 0,
+                            reset: Duration::from_secs(1),
+                            retry_after: Duration::from_secs(1),
+                        },
+                        source: Source::FailedClosed,
+                    })
+                }
+                OnStoreFailure::LocalShare => {}
+            }
+        }
+        if !shared.is_empty() && !refused {
+            let checks_local: Vec<(Bucket, Limit)> = shared
+                .iter()
+                .map(|&i| (checks[i].bucket.fallback(), checks[i].limit.share(replicas)))
+                .collect();
+            for (o, &i) in self.local.decide(&checks_local).into_iter().zip(&shared) {
+                refused |= !o.allowed;
+                out[i] = Some(Decision {
+                    outcome: o,
+                    source: Source::LocalShare,
+                });
+            }
+        }
+        refused
+    }
+}
+
+/// Checks not decided (because an earlier one refused) are reported as
+/// admitted with their full quota unknown: callers only act on refusals and
+/// on the most restrictive admitted outcome.
+fn finish(checks: &[Check], out: Vec<Option<Decision>>) -> Vec<Decision> {
+    out.into_iter()
+        .zip(checks)
+        .map(|(d, c)| {
+            d.unwrap_or(Decision {
+                outcome: Outcome {
+                    allowed: true,
+                    remaining: c.limit.requests,
+                    reset: Duration::ZERO,
+                    retry_after: Duration::ZERO,
+                },
+                source: if c.scope == Scope::Local {
+                    Source::Local
+                } else {
+                    Source::Store
+                },
+            })
+        })
+        .collect()
+}

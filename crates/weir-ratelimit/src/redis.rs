@@ -1,0 +1,257 @@
+//! The shared store: every replica decides against the same Redis, so a
+//! limit holds however many replicas there are.
+//!
+//! One Lua script decides all the rules of a request atomically (all consume
+//! or none does), reading the clock with `TIME` inside the script: replicas'
+//! clocks never matter. The script is sent by SHA (`EVALSHA`) and re-sent
+//! in full only when Redis answers `NOSCRIPT` (after a restart or
+//! `SCRIPT FLUSH`), which the `redis` crate's `Script` does. Each bucket is
+//! one hash whose whole name is a hash tag, so in a Redis Cluster a rule's
+//! state lives in one slot; rules of one request generally live in
+//! different slots there, so Cluster mode sends one script per rule,
+//! concurrently, and only single-node mode has all-or-nothing across rules.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use crate::algorithm::{Algorithm, Limit, Outcome};
+use crate::{Bucket, StoreError};
+
+/// Mirrors [`crate::algorithm`]; keep the two in step (the end-to-end
+/// accuracy tests run this, the unit tests run the Rust).
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local writes = {}
+local all = true
+for i = 1, #KEYS do
+  local base = (i - 1) * 4
+  local alg = tonumber(ARGV[base + 1])
+  local period = tonumber(ARGV[base + 2])
+  local requests = tonumber(ARGV[base + 3])
+  local burst = tonumber(ARGV[base + 4])
+  local s = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
+  local a = tonumber(s[1])
+  local b = tonumber(s[2]) or 0
+  local c = tonumber(s[3]) or 0
+  local allowed, remaining, reset, retry
+  if alg == 1 then
+    local interval = math.max(1, math.floor(period / requests))
+    local span = math.max(1, burst) * interval
+    local tat = math.max(a or now, now)
+    local nxt = tat + interval
+    if nxt - now > span then
+      allowed, remaining, reset, retry = 0, 0, tat - now, nxt - now - span
+    else
+      allowed, remaining, reset, retry = 1, math.floor((span - (nxt - now)) / interval), nxt - now, 0
+      writes[i] = {nxt, 0, 0, nxt - now}
+    end
+  elseif alg == 2 then
+    local w = math.floor(now / period)
+    local count = 0
+    if a == w then count = c end
+    reset = (w + 1) * period - now
+    if count + 1 > requests then
+      allowed, remaining, retry = 0, 0, reset
+    else
+      allowed, remaining, retry = 1, requests - count - 1, 0
+      writes[i] = {w, 0, count + 1, reset}
+    end
+  else
+    local w = math.floor(now / period)
+    local prev, cur = 0, 0
+    if a == w then prev, cur = b, c elseif a == w - 1 then prev, cur = c, 0 end
+    local e = now - w * period
+    local est = prev * (period - e) / period + cur
+    reset = 2 * period - e
+    if est + 1 > requests then
+      allowed, remaining = 0, 0
+      if cur + 1 > requests or prev == 0 then
+        local wait = 0
+        if cur > 0 then wait = math.max(0, period * (1 - (requests - 1) / cur)) end
+        retry = math.ceil((period - e) + wait)
+      else
+        local needed = period - period * (requests - 1 - cur) / prev
+        retry = math.ceil(math.max(1, needed - e))
+      end
+    else
+      allowed, remaining, retry = 1, math.floor(requests - est - 1), 0
+      writes[i] = {w, prev, cur + 1, reset}
+    end
+  end
+  if allowed == 0 then all = false end
+  out[i] = {allowed, remaining, reset, retry}
+end
+if all then
+  for i, v in pairs(writes) do
+    redis.call('HSET', KEYS[i], 'a', string.format('%.0f', v[1]), 'b', string.format('%.0f', v[2]), 'c', string.format('%.0f', v[3]))
+    redis.call('PEXPIRE', KEYS[i], math.floor(v[4] / 1000) + 1000)
+  end
+end
+return out
+"#;
+
+/// How to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URLs: one for a single node, one or more
+    /// seed nodes with `cluster`.
+    pub urls: Vec<String>,
+    /// Cluster mode (keys hash-tagged per bucket, routed by slot).
+    pub cluster: bool,
+    /// Password, when not in the URL (from a Secret or a file).
+    pub password: Option<String>,
+    /// How long one decision may wait for Redis before it counts as a
+    /// failure.
+    pub timeout: Duration,
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(OnceCell<ClusterConnection>),
+}
+
+/// A Redis-backed store.
+pub struct RedisStore {
+    conn: Conn,
+    cluster_client: Option<redis::cluster::ClusterClient>,
+    script: redis::Script,
+    timeout: Duration,
+}
+
+fn algorithm_code(a: Algorithm) -> u8 {
+    match a {
+        Algorithm::Gcra => 1,
+        Algorithm::FixedWindow => 2,
+        Algorithm::SlidingWindow => 3,
+    }
+}
+
+fn key(bucket: &Bucket) -> String {
+    // The whole bucket id is the hash tag: one slot per bucket.
+    format!("weir:rl:{{{}}}", bucket.hex())
+}
+
+impl RedisStore {
+    /// Prepares the connection without connecting: weir starts (and serves,
+    /// per `onStoreFailure`) while Redis is down, and connects when it can.
+    pub fn new(config: &RedisConfig) -> Result<Self, StoreError> {
+        let script = redis::Script::new(SCRIPT);
+        let connect_timeout = config.timeout.max(Duration::from_millis(500));
+        if config.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder(config.urls.clone())
+                .connection_timeout(connect_timeout)
+                .response_timeout(config.timeout)
+                .retries(0);
+            if let Some(p) = &config.password {
+                builder = builder.password(p.clone());
+            }
+            let client = builder.build().map_err(StoreError::from)?;
+            return Ok(RedisStore {
+                conn: Conn::Cluster(OnceCell::new()),
+                cluster_client: Some(client),
+                script,
+                timeout: config.timeout,
+            });
+        }
+        let url = config
+            .urls
+            .first()
+            .ok_or_else(|| StoreError::Config("no Redis URL".into()))?;
+        let mut info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+        if let Some(p) = &config.password {
+            let settings = info.redis_settings().clone().set_password(p.clone());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(RedisStore {
+            conn: Conn::Single(manager),
+            cluster_client: None,
+            script,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Decides `checks` in one round trip (single node) or one concurrent
+    /// round trip per rule (Cluster). Bounded by the configured timeout.
+    pub async fn decide(&self, checks: &[(Bucket, Limit)]) -> Result<Vec<Outcome>, StoreError> {
+        match tokio::time::timeout(self.timeout, self.decide_inner(checks)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn decide_inner(&self, checks: &[(Bucket, Limit)]) -> Result<Vec<Outcome>, StoreError> {
+        match &self.conn {
+            Conn::Single(manager) => {
+                let mut conn = manager.clone();
+                self.invoke(&mut conn, checks).await
+            }
+            Conn::Cluster(cell) => {
+                let conn = cell
+                    .get_or_try_init(|| async {
+                        match &self.cluster_client {
+                            Some(c) => c.get_async_connection().await.map_err(StoreError::from),
+                            None => Err(StoreError::Config("no cluster client".into())),
+                        }
+                    })
+                    .await?;
+                let calls = checks.iter().map(|check| {
+                    let mut conn = conn.clone();
+                    async move { self.invoke(&mut conn, std::slice::from_ref(check)).await }
+                });
+                let results = futures::future::join_all(calls).await;
+                let mut out = Vec::with_capacity(checks.len());
+                for r in results {
+                    out.extend(r?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn invoke<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        checks: &[(Bucket, Limit)],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        for (bucket, limit) in checks {
+            invocation
+                .key(key(bucket))
+                .arg(algorithm_code(limit.algorithm))
+                .arg(limit.period_us())
+                .arg(limit.requests.max(1))
+                .arg(limit.burst.max(1));
+        }
+        let rows: Vec<(i64, i64, i64, i64)> = invocation.invoke_async(conn).await?;
+        if rows.len() != checks.len() {
+            return Err(StoreError::Reply(format!(
+                "{} results for {} rules",
+                rows.len(),
+                checks.len()
+            )));
+        }
+        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        Ok(rows
+            .into_iter()
+            .map(|(allowed, remaining, reset, retry)| Outcome {
+                allowed: allowed == 1,
+                remaining: u64::try_from(remaining).unwrap_or(0),
+                reset: us(reset),
+                retry_after: us(retry),
+            })
+            .collect())
+    }
+}
