@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt golden bench bench-controller proxy-bench
+.PHONY: help build run test test-deps lint fmt golden bench bench-controller proxy-bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,9 +25,18 @@ run: ## Serve deploy/examples/ on $(HTTP_ADDR) with an example echo upstream on 
 	echo "  Edit deploy/examples/*.yaml and weir reloads. Ctrl-C stops both."; echo; \
 	./target/debug/weir serve --manifests deploy/examples --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR) --log-format text
 
-test: ## Run every test: unit, golden and end-to-end against the real binary
+test: test-deps ## Run every test: unit, golden and end-to-end against the real binary
 	$(CARGO) build --locked -p weir -p weir-tests --bins
 	$(CARGO) test --locked --workspace
+
+test-deps: ## Install what the end-to-end tests run for real (redis-server) when missing
+	@command -v redis-server >/dev/null || { \
+	  echo "Installing redis-server (the rate-limit tests start real Redis servers)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; \
+	  command -v redis-server >/dev/null || { echo "redis-server could not be installed; install it and rerun"; exit 1; }; }
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -39,8 +48,8 @@ fmt: ## Format the code
 golden: ## Regenerate the compiler's golden outputs (review the diff!)
 	UPDATE_GOLDEN=1 $(CARGO) test --locked -p weir-compiler --test golden
 
-bench: ## Criterion benchmarks: route matching, snapshot compile, JWT and API-key checks
-	$(CARGO) bench --locked -p weir-proxy -p weir-compiler -p weir-auth
+bench: ## Criterion benchmarks: route matching, snapshot compile, JWT and API-key checks, local rate-limit decisions
+	$(CARGO) bench --locked -p weir-proxy -p weir-compiler -p weir-auth -p weir-ratelimit
 
 bench-controller: ## weir run with 5,000 Ingresses in the test API server: ready time, RSS, one-more-Ingress latency
 	$(CARGO) build --locked --release -p weir -p weir-tests --bins

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod jwt;
+pub mod redis;
 pub mod upstream;
 pub mod weir;
 

@@ -51,6 +51,11 @@ async fn examples_serve_the_readme_curl() {
     .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-consumer"], "acme");
+    assert_eq!(
+        r.headers.get("ratelimit").map(|v| v.to_str().unwrap_or("")),
+        Some("\"per-consumer\";r=9;t=1"),
+        "the example's rate limit reports itself"
+    );
     let logs = weir.logs().join("\n");
     assert!(
         !logs.contains("Rejected"),

@@ -26,6 +26,39 @@ pub struct Rejection {
     pub www_authenticate: Option<HeaderValue>,
 }
 
+/// Who the caller is, as later filters (rate limits keyed by claim or
+/// consumer) need to know it.
+#[derive(Clone, Debug, Default)]
+pub enum Caller<'a> {
+    /// No credentials (optional authentication) or no authentication.
+    #[default]
+    Anonymous,
+    /// A verified JWT's claims.
+    Jwt(Arc<Value>),
+    /// An API-key consumer's name.
+    Consumer(&'a str),
+}
+
+impl Caller<'_> {
+    /// The claim at `path` as text (arrays joined with commas), if any.
+    pub fn claim(&self, path: &[String]) -> Option<String> {
+        match self {
+            Caller::Jwt(claims) => claim(claims, path)
+                .and_then(header_value)
+                .and_then(|v| v.to_str().ok().map(str::to_owned)),
+            _ => None,
+        }
+    }
+
+    /// The consumer's name, if the caller used an API key.
+    pub fn consumer(&self) -> Option<&str> {
+        match self {
+            Caller::Consumer(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// Who the caller is, once authenticated.
 enum Identity {
     Anonymous,
@@ -171,7 +204,11 @@ impl Enforcer {
 
     /// Runs the policy on a request. On success the request carries the
     /// caller's identity headers (client-sent copies removed) and no API key.
-    pub async fn enforce(&self, headers: &mut HeaderMap, uri: &mut Uri) -> Result<(), Rejection> {
+    pub async fn enforce(
+        &self,
+        headers: &mut HeaderMap,
+        uri: &mut Uri,
+    ) -> Result<Caller<'_>, Rejection> {
         if let Some(reason) = &self.invalid {
             self.outcomes.invalid.inc();
             return Err(Rejection {
@@ -204,7 +241,16 @@ impl Enforcer {
             _ => self.outcomes.allowed.inc(),
         }
         self.add_identity(&identity, headers);
-        Ok(())
+        Ok(match identity {
+            Identity::Anonymous => Caller::Anonymous,
+            Identity::Jwt { claims, .. } => Caller::Jwt(claims),
+            Identity::Consumer(i) => Caller::Consumer(
+                self.api_keys
+                    .as_ref()
+                    .and_then(|t| t.config.consumers.get(i))
+                    .map_or("", |c| c.name.as_str()),
+            ),
+        })
     }
 
     async fn authenticate(

@@ -32,7 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use weir_snapshot::{JwtKeys, Snapshot};
 
-pub use enforce::{Enforcer, Rejection};
+pub use enforce::{Caller, Enforcer, Rejection};
 pub use jwt::TokenError;
 pub use metrics::AuthMetrics;
 

@@ -126,7 +126,7 @@ impl Run {
             );
         }
         let mut uri: Uri = uri.parse().unwrap();
-        enforcer.enforce(&mut h, &mut uri).await.map(|()| (h, uri))
+        enforcer.enforce(&mut h, &mut uri).await.map(|_| (h, uri))
     }
 
     async fn bearer(&self, snapshot: &Snapshot, token: &str) -> Result<HeaderMap, Rejection> {

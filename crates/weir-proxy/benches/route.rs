@@ -62,11 +62,13 @@ fn bench(c: &mut Criterion) {
     let many_hosts = RouteTable::build(
         &snapshot(1_000, 10),
         &Default::default(),
+        &Default::default(),
         &metrics,
         Duration::from_secs(1),
     );
     let one_host = RouteTable::build(
         &snapshot(1, 10_000),
+        &Default::default(),
         &Default::default(),
         &metrics,
         Duration::from_secs(1),

@@ -19,8 +19,10 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cidr;
 mod framing;
 mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod normalize;
 mod respond;
@@ -49,6 +51,7 @@ use weir_snapshot::Snapshot;
 pub use metrics::ProxyMetrics;
 pub use server::{Listener, serve};
 
+pub use crate::cidr::Cidr;
 use crate::headers::{RequestIds, X_REQUEST_ID};
 use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
 use crate::normalize::normalize_path;
@@ -75,6 +78,9 @@ pub struct ProxyConfig {
     pub max_uri_len: usize,
     /// Idle pooled upstream connections are closed after this.
     pub upstream_idle_timeout: Duration,
+    /// Proxies in front of weir whose `X-Forwarded-For` entries rate limits
+    /// believe when keying by client address.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ProxyConfig {
@@ -86,6 +92,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             max_header_bytes: 32 * 1024,
             max_uri_len: 8 * 1024,
+            trusted_proxies: Vec::new(),
             upstream_idle_timeout: Duration::from_secs(90),
         }
     }
@@ -105,6 +112,7 @@ pub struct Proxy {
     ids: RequestIds,
     unrouted: metrics::RouteMetrics,
     auth: weir_auth::AuthRuntime,
+    limiter: Arc<weir_ratelimit::RateLimiter>,
 }
 
 /// Per-connection facts a request needs.
@@ -135,7 +143,12 @@ impl ConnInfo {
 impl Proxy {
     /// Builds a proxy serving an empty table (everything 404) until the
     /// first [`Proxy::install`].
-    pub fn new(config: ProxyConfig, metrics: ProxyMetrics, auth: weir_auth::AuthRuntime) -> Self {
+    pub fn new(
+        config: ProxyConfig,
+        metrics: ProxyMetrics,
+        auth: weir_auth::AuthRuntime,
+        limiter: Arc<weir_ratelimit::RateLimiter>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -157,6 +170,7 @@ impl Proxy {
             ids: RequestIds::new(),
             unrouted,
             auth,
+            limiter,
         }
     }
 
@@ -165,9 +179,11 @@ impl Proxy {
     /// dropped.
     pub fn install(&self, snapshot: &Snapshot, generation: u64) {
         let policies = self.auth.build(snapshot);
+        let limits = limits::build_all(snapshot, &self.limiter);
         let table = RouteTable::build(
             snapshot,
             &policies,
+            &limits,
             &self.metrics,
             self.config.default_timeout,
         );
@@ -285,23 +301,50 @@ impl Proxy {
             ));
         };
 
-        // Filters, in DESIGN.md's order: authentication, authorization.
+        // Filters, in DESIGN.md's order: authentication, authorization,
+        // rate limits.
+        let mut limit_headers = None;
         match &target.policy {
             RoutePolicy::Open => {}
             RoutePolicy::Enforce(enforcer) => {
                 let mut target_uri = Uri::from(path_and_query);
-                if let Err(r) = enforcer.enforce(req.headers_mut(), &mut target_uri).await {
-                    let mut resp = error(r.status, r.code, &r.message, request_id);
-                    if let Some(challenge) = r.www_authenticate {
-                        resp.headers_mut()
-                            .insert(http::header::WWW_AUTHENTICATE, challenge);
+                let caller = match enforcer.enforce(req.headers_mut(), &mut target_uri).await {
+                    Ok(caller) => caller,
+                    Err(r) => {
+                        let mut resp = error(r.status, r.code, &r.message, request_id);
+                        if let Some(challenge) = r.www_authenticate {
+                            resp.headers_mut()
+                                .insert(http::header::WWW_AUTHENTICATE, challenge);
+                        }
+                        return Ok((resp, target));
                     }
-                    return Ok((resp, target));
-                }
+                };
                 path_and_query = target_uri
                     .into_parts()
                     .path_and_query
                     .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                if let Some(limits) = &target.limits {
+                    let client = limits::ClientAddr {
+                        peer: conn.peer.ip(),
+                        trusted: &self.config.trusted_proxies,
+                    };
+                    let verdict = limits
+                        .check(&self.limiter, req.headers(), client, &caller, &target.name)
+                        .await;
+                    match verdict {
+                        limits::Verdict::Admit(h) => limit_headers = Some(h),
+                        limits::Verdict::Refuse {
+                            status,
+                            code,
+                            message,
+                            headers,
+                        } => {
+                            let mut resp = error(status, code, &message, request_id);
+                            resp.headers_mut().extend(headers);
+                            return Ok((resp, target));
+                        }
+                    }
+                }
             }
             RoutePolicy::Missing => {
                 let resp = error(
@@ -358,6 +401,9 @@ impl Proxy {
                 // not the upstream's (an HTTP/1.0 origin must not downgrade
                 // the client's keep-alive connection).
                 parts.version = Version::HTTP_11;
+                if let Some(h) = limit_headers {
+                    parts.headers.extend(h);
+                }
                 Ok((Response::from_parts(parts, Either::Left(body)), target))
             }
             Ok(Err(e)) => {

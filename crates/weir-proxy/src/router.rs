@@ -79,6 +79,8 @@ pub struct Target {
     pub(crate) metrics: RouteMetrics,
     /// The policy enforced before proxying.
     pub(crate) policy: RoutePolicy,
+    /// The policy's rate limits, checked after authentication.
+    pub(crate) limits: Option<Arc<crate::limits::PolicyLimits>>,
 }
 
 /// A route's policy as the data plane holds it.
@@ -140,6 +142,7 @@ impl RouteTable {
     pub fn build(
         snapshot: &Snapshot,
         policies: &weir_auth::Policies,
+        limits: &HashMap<String, Arc<crate::limits::PolicyLimits>>,
         metrics: &ProxyMetrics,
         default_timeout: Duration,
     ) -> Self {
@@ -192,6 +195,7 @@ impl RouteTable {
                         .get(p)
                         .map_or(RoutePolicy::Missing, |e| RoutePolicy::Enforce(e.clone())),
                 },
+                limits: action.policy.as_ref().and_then(|p| limits.get(p).cloned()),
             })
         };
 
@@ -331,6 +335,7 @@ mod tests {
         RouteTable::build(
             &snapshot,
             &weir_auth::Policies::new(),
+            &HashMap::new(),
             &metrics,
             Duration::from_secs(1),
         )

@@ -114,6 +114,8 @@ pub enum Source {
     FailedClosed,
     /// The store failed: decided by this replica's share.
     LocalShare,
+    /// Not looked at: another rule of the request refused first.
+    NotChecked,
 }
 
 /// The decision for one check.
@@ -380,9 +382,8 @@ impl RateLimiter {
     }
 }
 
-/// Checks not decided (because an earlier one refused) are reported as
-/// admitted with their full quota unknown: callers only act on refusals and
-/// on the most restrictive admitted outcome.
+/// Checks not decided (because another one refused first) are reported as
+/// [`Source::NotChecked`].
 fn finish(checks: &[Check], out: Vec<Option<Decision>>) -> Vec<Decision> {
     out.into_iter()
         .zip(checks)
@@ -394,11 +395,7 @@ fn finish(checks: &[Check], out: Vec<Option<Decision>>) -> Vec<Decision> {
                     reset: Duration::ZERO,
                     retry_after: Duration::ZERO,
                 },
-                source: if c.scope == Scope::Local {
-                    Source::Local
-                } else {
-                    Source::Store
-                },
+                source: Source::NotChecked,
             })
         })
         .collect()

@@ -132,6 +132,74 @@ pub struct ListenArgs {
     /// Longest request target in bytes (414 beyond).
     #[arg(long, default_value_t = 8 * 1024, env = "WEIR_MAX_URI_BYTES")]
     pub max_uri_bytes: usize,
+    /// Proxies in front of weir (addresses or CIDR ranges, comma-separated)
+    /// whose X-Forwarded-For entries rate limits keyed by clientIP believe.
+    #[arg(long, value_delimiter = ',', env = "WEIR_TRUSTED_PROXIES")]
+    pub trusted_proxies: Vec<weir_proxy::Cidr>,
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+}
+
+/// Where rate-limit counters live.
+#[derive(Args, Debug)]
+pub struct RateLimitArgs {
+    /// Redis for Global rate limits: redis://host:6379/0 or rediss://...
+    /// (repeat, or comma-separate, seed nodes with --redis-cluster). Without
+    /// it, Global limits are enforced per replica.
+    #[arg(long, value_delimiter = ',', env = "WEIR_REDIS_URL")]
+    pub redis_url: Vec<String>,
+    /// The Redis URLs are seed nodes of a Redis Cluster.
+    #[arg(long, env = "WEIR_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Redis password, when not in the URL (e.g. from a Secret through the
+    /// environment).
+    #[arg(long, env = "WEIR_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// File holding the Redis password (a mounted Secret key).
+    #[arg(long, env = "WEIR_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<std::path::PathBuf>,
+    /// How long a rate-limit decision waits for Redis before the rule's
+    /// onStoreFailure applies.
+    #[arg(long, default_value = "100ms", value_parser = duration, env = "WEIR_REDIS_TIMEOUT")]
+    pub redis_timeout: Dur,
+    /// Most rate-limit buckets kept in memory per replica (local rules and
+    /// the localShare fallback); idle and then soonest-expiring buckets are
+    /// evicted beyond it.
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        env = "WEIR_RATELIMIT_LOCAL_CAPACITY"
+    )]
+    pub ratelimit_local_capacity: usize,
+    /// Replicas that share Global limits: while Redis is unreachable, each
+    /// enforces limit ÷ this (onStoreFailure: LocalShare).
+    #[arg(long, default_value_t = 1, env = "WEIR_RATELIMIT_REPLICAS")]
+    pub ratelimit_replicas: u32,
+}
+
+impl RateLimitArgs {
+    /// The shared store's configuration, if one is set.
+    pub fn redis(&self) -> anyhow::Result<Option<weir_ratelimit::redis::RedisConfig>> {
+        use anyhow::Context;
+        if self.redis_url.is_empty() {
+            return Ok(None);
+        }
+        let password = match &self.redis_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --redis-password-file {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => self.redis_password.clone(),
+        };
+        Ok(Some(weir_ratelimit::redis::RedisConfig {
+            urls: self.redis_url.clone(),
+            cluster: self.redis_cluster,
+            password,
+            timeout: self.redis_timeout.0,
+        }))
+    }
 }
 
 impl ListenArgs {
@@ -143,6 +211,7 @@ impl ListenArgs {
             max_headers: self.max_headers,
             max_header_bytes: self.max_header_bytes,
             max_uri_len: self.max_uri_bytes,
+            trusted_proxies: self.trusted_proxies.clone(),
             ..ProxyConfig::default()
         }
     }

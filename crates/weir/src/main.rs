@@ -131,10 +131,21 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         ControllerMetrics::register(&registry).context("registering metrics")?;
     let auth_metrics =
         weir_auth::AuthMetrics::register(&registry).context("registering metrics")?;
+    let limit_metrics =
+        weir_ratelimit::RateLimitMetrics::register(&registry).context("registering metrics")?;
+    let limiter = weir_ratelimit::RateLimiter::new(
+        listen.rate_limits.ratelimit_local_capacity,
+        listen.rate_limits.redis()?.as_ref(),
+        limit_metrics,
+    )
+    .context("configuring Redis (--redis-url)")?;
+    limiter.set_replicas(listen.rate_limits.ratelimit_replicas);
+    limiter.spawn_sweeper(std::time::Duration::from_secs(10));
     let proxy = Arc::new(Proxy::new(
         listen.proxy_config(),
         proxy_metrics,
         weir_auth::AuthRuntime::new(auth_metrics),
+        limiter,
     ));
 
     let http = TcpListener::bind(listen.http_addr)

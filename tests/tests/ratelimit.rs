@@ -1,0 +1,366 @@
+//! Rate limits end to end: the real `weir serve` binary, real upstreams and
+//! real `redis-server` processes started (and killed) by the tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use weir_tests::client::{self, Reply};
+use weir_tests::redis::Redis;
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+use weir_tests::{TempDir, eventually, route_yaml};
+
+fn policy(name: &str, ingress: &str, extra: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1
+kind: GatewayPolicy
+metadata: {{name: {name}}}
+spec:
+  targetRefs: [{{kind: Ingress, name: {ingress}}}]
+{extra}  rateLimits:
+{rules}"
+    )
+}
+
+async fn get(weir: &Weir, host: &str, headers: &[(&str, &str)]) -> Reply {
+    client::get(&client::http1(), weir.http, host, "/", headers)
+        .await
+        .expect("request")
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers))
+}
+
+async fn metrics(weir: &Weir) -> String {
+    let m = client::get(&client::http1(), weir.admin, "admin", "/metrics", &[])
+        .await
+        .expect("metrics");
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+#[tokio::test]
+async fn local_limits_with_exact_headers_and_shadow_mode() {
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-local");
+    let upstream = up.addr.to_string();
+    dir.write(
+        "routes.yaml",
+        &format!(
+            "{}---\n{}",
+            route_yaml("api", "api.test", "/", "Prefix", "api", &upstream),
+            route_yaml("tried", "tried.test", "/", "Prefix", "tried", &upstream)
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &format!(
+            "{}---\n{}",
+            policy(
+                "per-tenant",
+                "api",
+                "  rateLimitHeaders: Both\n",
+                "  - {name: per-tenant, key: {header: X-Tenant}, requests: 3, per: 1m, scope: Local}\n"
+            ),
+            policy(
+                "trial",
+                "tried",
+                "",
+                "  - {name: trial, requests: 1, per: 1m, scope: Local, mode: Shadow}\n"
+            )
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let acme = [("x-tenant", "acme")];
+
+    // GCRA, 3 per minute, burst 3: one token every 20 s.
+    let first = get(&weir, "api.test", &acme).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        header(&first, "ratelimit-policy"),
+        "\"per-tenant\";q=3;w=60"
+    );
+    assert_eq!(header(&first, "ratelimit"), "\"per-tenant\";r=2;t=20");
+    assert_eq!(header(&first, "x-ratelimit-limit"), "3");
+    assert_eq!(header(&first, "x-ratelimit-remaining"), "2");
+    assert_eq!(header(&first, "x-ratelimit-reset"), "20");
+    let second = get(&weir, "api.test", &acme).await;
+    assert_eq!(header(&second, "ratelimit"), "\"per-tenant\";r=1;t=40");
+    let third = get(&weir, "api.test", &acme).await;
+    assert_eq!(header(&third, "ratelimit"), "\"per-tenant\";r=0;t=60");
+    let hits = up.hits.load(Ordering::SeqCst);
+
+    let refused = get(&weir, "api.test", &acme).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(header(&refused, "retry-after"), "20");
+    assert_eq!(header(&refused, "ratelimit"), "\"per-tenant\";r=0;t=60");
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
+    assert_eq!(header(&refused, "content-type"), "application/json");
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        hits,
+        "refused requests never reach the upstream"
+    );
+
+    // Another tenant has its own budget; so does a request without one.
+    assert_eq!(
+        get(&weir, "api.test", &[("x-tenant", "globex")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(&weir, "api.test", &[]).await.status, 200);
+
+    // Shadow mode: nothing refused, no headers, every would-be refusal counted.
+    for _ in 0..5 {
+        let r = get(&weir, "tried.test", &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.headers.get("ratelimit").is_none());
+    }
+    let text = metrics(&weir).await;
+    for line in [
+        "weir_ratelimit_decisions_total{policy=\"default/trial\",result=\"shadow_rejected\",rule=\"trial\"} 4",
+        "weir_ratelimit_decisions_total{policy=\"default/trial\",result=\"allowed\",rule=\"trial\"} 1",
+        "weir_ratelimit_decisions_total{policy=\"default/per-tenant\",result=\"rejected\",rule=\"per-tenant\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+
+    // Limit state survives a snapshot swap that edits another policy.
+    dir.write(
+        "limits.yaml",
+        &format!(
+            "{}---\n{}",
+            policy(
+                "per-tenant",
+                "api",
+                "  rateLimitHeaders: Both\n",
+                "  - {name: per-tenant, key: {header: X-Tenant}, requests: 3, per: 1m, scope: Local}\n"
+            ),
+            policy(
+                "trial",
+                "tried",
+                "",
+                "  - {name: trial, requests: 1000, per: 1m, scope: Local}\n"
+            )
+        ),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the edited trial policy",
+        || async {
+            let r = get(&weir, "tried.test", &[]).await;
+            r.headers
+                .get("ratelimit-policy")
+                .is_some_and(|v| v == "\"trial\";q=1000;w=60")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&weir, "api.test", &acme).await.status,
+        429,
+        "acme's bucket was kept"
+    );
+}
+
+fn global_rules(name: &str, ingress: &str, rule: &str) -> String {
+    policy(name, ingress, "", &format!("  - {rule}\n"))
+}
+
+/// Three replicas share one Redis: admitted requests stay within
+/// burst + rate × time however the load is spread, with at most one Redis
+/// call per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_across_three_replicas() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-global");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &global_rules(
+            "shared",
+            "api",
+            "{name: shared, requests: 100, per: 1s, burst: 20}",
+        ),
+    );
+    let url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Weir::serve(&dir.0, &["--redis-url", &url]).await);
+    }
+    let addrs: Vec<_> = replicas.iter().map(|w| w.http).collect();
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let run = Duration::from_secs(3);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let (admitted, sent, other, addrs) =
+            (admitted.clone(), sent.clone(), other.clone(), addrs.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = client::http1();
+            let mut i = c;
+            while start.elapsed() < run {
+                let addr = addrs[i % addrs.len()];
+                i += 1;
+                let r = client::get(&client, addr, "api.test", "/", &[]).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                match r.map(|r| r.status.as_u16()) {
+                    Ok(200) => admitted.fetch_add(1, Ordering::Relaxed),
+                    Ok(429) => 0,
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let sent = sent.load(Ordering::Relaxed);
+    let bound = 20.0 + 100.0 * elapsed;
+    println!(
+        "admitted {admitted} of {sent} in {elapsed:.3}s: {:.4} of burst + rate x time ({bound:.1})",
+        admitted / bound
+    );
+    assert_eq!(other.load(Ordering::Relaxed), 0, "only 200 and 429");
+    assert!(
+        sent as f64 > bound * 1.5,
+        "the load must exceed the limit: {sent}"
+    );
+    // Never more than the limit (one for the half-open end), and within
+    // 3% below it: the clients' clock starts before the first request and
+    // stops after the last answer.
+    assert!(admitted <= bound + 1.0, "{admitted} > {bound}");
+    assert!(admitted >= bound * 0.97, "{admitted} < 97% of {bound}");
+    // One EVALSHA per request (plus the EVAL that loads the script once per
+    // replica at most).
+    let calls = redis.calls("evalsha") + redis.calls("eval");
+    assert!(
+        calls <= sent as u64 + 3,
+        "{calls} Redis calls for {sent} requests"
+    );
+}
+
+/// Redis dies under load: no 5xx except the documented 503 of
+/// `onStoreFailure: Deny`; `Allow` admits everything; `LocalShare` enforces
+/// the replica's share; Redis back on the same port: limits are global again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failure_applies_on_store_failure_and_recovers() {
+    let mut redis = Redis::start().await;
+    let port = redis.port;
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-failure");
+    let upstream = up.addr.to_string();
+    dir.write(
+        "routes.yaml",
+        &[
+            route_yaml("open", "open.test", "/", "Prefix", "open", &upstream),
+            route_yaml("closed", "closed.test", "/", "Prefix", "closed", &upstream),
+            route_yaml("shared", "shared.test", "/", "Prefix", "shared", &upstream),
+        ]
+        .join("---\n"),
+    );
+    dir.write(
+        "limits.yaml",
+        &[
+            global_rules(
+                "open",
+                "open",
+                "{name: open, requests: 1000, per: 1m, onStoreFailure: Allow}",
+            ),
+            global_rules(
+                "closed",
+                "closed",
+                "{name: closed, requests: 1000, per: 1m, onStoreFailure: Deny}",
+            ),
+            global_rules(
+                "shared",
+                "shared",
+                "{name: shared, requests: 10, per: 1m, onStoreFailure: LocalShare}",
+            ),
+        ]
+        .join("---\n"),
+    );
+    let weir = Weir::serve(
+        &dir.0,
+        &["--redis-url", &redis.url(), "--ratelimit-replicas", "2"],
+    )
+    .await;
+    for host in ["open.test", "closed.test", "shared.test"] {
+        assert_eq!(get(&weir, host, &[]).await.status, 200, "{host}");
+    }
+
+    redis.kill();
+    let mut statuses = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    for _ in 0..20 {
+        for host in ["open.test", "closed.test", "shared.test"] {
+            let r = get(&weir, host, &[]).await;
+            if r.status == 503 {
+                assert_eq!(r.json()["error"], "rate_limit_unavailable");
+                assert_eq!(header(&r, "retry-after"), "1");
+            }
+            *statuses.entry((host, r.status.as_u16())).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.get(&("open.test", 200)), Some(&20), "{statuses:?}");
+    assert_eq!(
+        statuses.get(&("closed.test", 503)),
+        Some(&20),
+        "{statuses:?}"
+    );
+    // Half of 10 per minute on this replica, fresh local buckets.
+    assert_eq!(
+        statuses.get(&("shared.test", 200)),
+        Some(&5),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get(&("shared.test", 429)),
+        Some(&15),
+        "{statuses:?}"
+    );
+    let text = metrics(&weir).await;
+    assert!(
+        text.contains("weir_ratelimit_store_circuit_open 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("result=\"store_failure_denied\",rule=\"closed\"} 20"),
+        "{text}"
+    );
+
+    // Back on the same port: no restart of weir needed.
+    let _redis = Redis::start_on(port).await;
+    eventually(
+        Duration::from_secs(20),
+        "global limits to resume",
+        || async { (get(&weir, "closed.test", &[]).await.status == 200).then_some(()) },
+    )
+    .await;
+    let text = metrics(&weir).await;
+    assert!(
+        text.contains("weir_ratelimit_store_circuit_open 0"),
+        "{text}"
+    );
+    assert!(_redis.calls("evalsha") + _redis.calls("eval") >= 1);
+}
