@@ -103,19 +103,26 @@ async fn route_churn_under_load_fails_nothing() {
     await_status(weir.http, "churn-0.test", 404, "the route to answer 404").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_expiry_and_api_outage() {
-    let server = TestApiServer::start(Options::default()).await.unwrap();
+/// A backend, one Ingress `before` and a `weir run` serving it: the start of
+/// the API-trouble tests. The upstream must outlive the test's requests.
+async fn serving_before(server: &TestApiServer) -> (Api<Ingress>, Weir, Upstream) {
     let kube = server.client().unwrap();
     let up = Upstream::start("app").await;
     backend(&kube, &up).await;
-    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
+    let ingresses: Api<Ingress> = Api::namespaced(kube, "default");
     ingresses
         .create(&PostParams::default(), &ingress("before"))
         .await
         .unwrap();
     let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
     await_status(weir.http, "before.test", 200, "the route to answer 200").await;
+    (ingresses, weir, up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_expiry_and_api_outage() {
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let (ingresses, weir, _up) = serving_before(&server).await;
 
     // History expires and every watch drops; a change made in the gap and
     // one made after are both picked up (410 -> relist -> watch).
@@ -159,16 +166,7 @@ async fn watch_expiry_and_api_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restart_keeps_traffic_and_resumes_watching() {
     let mut server = TestApiServer::start(Options::default()).await.unwrap();
-    let kube = server.client().unwrap();
-    let up = Upstream::start("app").await;
-    backend(&kube, &up).await;
-    let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");
-    ingresses
-        .create(&PostParams::default(), &ingress("before"))
-        .await
-        .unwrap();
-    let weir = Weir::run(server.kubeconfig_path(), &["--leader-elect", "false"]).await;
-    await_status(weir.http, "before.test", 200, "the route to answer 200").await;
+    let (ingresses, weir, _up) = serving_before(&server).await;
 
     // Down for 3 s (the 30 s behaves the same, only slower to test):
     // every request meanwhile succeeds on the last snapshot.

@@ -56,9 +56,9 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
             route_yaml("tried", "tried.test", "/", "Prefix", "tried", &upstream)
         ),
     );
-    dir.write(
-        "limits.yaml",
-        &format!(
+    // The per-tenant policy, and the trial policy with `trial` as its rule.
+    let limits = |trial: &str| {
+        format!(
             "{}---\n{}",
             policy(
                 "per-tenant",
@@ -66,13 +66,12 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
                 "  rateLimitHeaders: Both\n",
                 "  - {name: per-tenant, key: {header: X-Tenant}, requests: 3, per: 1m, scope: Local}\n"
             ),
-            policy(
-                "trial",
-                "tried",
-                "",
-                "  - {name: trial, requests: 1, per: 1m, scope: Local, mode: Shadow}\n"
-            )
-        ),
+            policy("trial", "tried", "", &format!("  - {trial}\n"))
+        )
+    };
+    dir.write(
+        "limits.yaml",
+        &limits("{name: trial, requests: 1, per: 1m, scope: Local, mode: Shadow}"),
     );
     let weir = Weir::serve(&dir.0, &[]).await;
     let acme = [("x-tenant", "acme")];
@@ -134,21 +133,7 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
     // Limit state survives a snapshot swap that edits another policy.
     dir.write(
         "limits.yaml",
-        &format!(
-            "{}---\n{}",
-            policy(
-                "per-tenant",
-                "api",
-                "  rateLimitHeaders: Both\n",
-                "  - {name: per-tenant, key: {header: X-Tenant}, requests: 3, per: 1m, scope: Local}\n"
-            ),
-            policy(
-                "trial",
-                "tried",
-                "",
-                "  - {name: trial, requests: 1000, per: 1m, scope: Local}\n"
-            )
-        ),
+        &limits("{name: trial, requests: 1000, per: 1m, scope: Local}"),
     );
     eventually(
         Duration::from_secs(10),

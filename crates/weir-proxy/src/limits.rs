@@ -12,7 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use prometheus::IntCounter;
 use weir_auth::Caller;
 use weir_ratelimit::{
-    Algorithm, Bucket, Check, Decision, Limit, OnStoreFailure, RateLimiter, Scope, Source,
+    Algorithm, BucketName, Check, Decision, Limit, OnStoreFailure, RateLimiter, Scope, Source,
 };
 use weir_snapshot::{
     RateAlgorithm, RateLimitHeaders, RateLimitKey, RateLimits, RateScope, StoreFailure,
@@ -38,9 +38,9 @@ struct Counters {
 struct Rule {
     name: String,
     key: Vec<RateLimitKey>,
-    /// Digest input naming the bucket family: policy, rule, algorithm,
-    /// period. Not requests or burst: raising a limit keeps the counts.
-    prefix: Vec<u8>,
+    /// The bucket family, hashed once: policy, rule, algorithm, period.
+    /// Not requests or burst: raising a limit keeps the counts.
+    family: BucketName,
     limit: Limit,
     scope: Scope,
     on_store_failure: OnStoreFailure,
@@ -50,7 +50,13 @@ struct Rule {
 
 /// A policy's rate limits, built once per snapshot.
 pub struct PolicyLimits {
-    rules: Vec<Rule>,
+    /// Rules that refuse, decided together.
+    enforced: Vec<Rule>,
+    /// Shadow rules, decided apart so their refusals never keep the
+    /// enforced rules from consuming.
+    shadow: Vec<Rule>,
+    /// Whether a rule is keyed by client address (resolved only then).
+    needs_client_ip: bool,
     headers: RateLimitHeaders,
     /// `RateLimit-Policy`, the same on every response.
     policy_header: Option<HeaderValue>,
@@ -72,7 +78,7 @@ pub(crate) enum Verdict {
 impl PolicyLimits {
     /// Compiles `limits`; counters are resolved here, not per request.
     pub(crate) fn build(limits: &RateLimits, metrics: &weir_ratelimit::RateLimitMetrics) -> Self {
-        let rules: Vec<Rule> = limits
+        let (shadow, enforced): (Vec<Rule>, Vec<Rule>) = limits
             .rules
             .iter()
             .map(|r| {
@@ -88,19 +94,15 @@ impl PolicyLimits {
                     RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
                     RateAlgorithm::FixedWindow => Algorithm::FixedWindow,
                 };
-                let mut prefix = Vec::new();
-                for part in [
+                let family = BucketName::new(&[
                     limits.source.as_bytes(),
                     r.name.as_bytes(),
                     format!("{algorithm:?}/{}", r.period_ms).as_bytes(),
-                ] {
-                    prefix.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                    prefix.extend_from_slice(part);
-                }
+                ]);
                 Rule {
                     name: r.name.clone(),
                     key: r.key.clone(),
-                    prefix,
+                    family,
                     limit: Limit {
                         algorithm,
                         requests: r.requests,
@@ -126,16 +128,15 @@ impl PolicyLimits {
                     },
                 }
             })
-            .collect();
+            .partition(|r| r.shadow);
         let draft = matches!(
             limits.headers,
             RateLimitHeaders::Draft | RateLimitHeaders::Both
         );
         let policy_header = draft
             .then(|| {
-                let items: Vec<String> = rules
+                let items: Vec<String> = enforced
                     .iter()
-                    .filter(|r| !r.shadow)
                     .map(|r| {
                         format!(
                             "\"{}\";q={};w={}",
@@ -149,8 +150,14 @@ impl PolicyLimits {
             })
             .flatten()
             .flatten();
+        let needs_client_ip = enforced
+            .iter()
+            .chain(&shadow)
+            .any(|r| r.key.contains(&RateLimitKey::ClientIp));
         PolicyLimits {
-            rules,
+            enforced,
+            shadow,
+            needs_client_ip,
             headers: limits.headers,
             policy_header,
         }
@@ -165,38 +172,38 @@ impl PolicyLimits {
         caller: &Caller<'_>,
         route: &str,
     ) -> Verdict {
-        let client_ip = client.resolve(request);
+        let client_ip = self.needs_client_ip.then(|| client.resolve(request));
         let check_of = |r: &Rule| {
-            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(r.key.len() + 1);
-            parts.push(r.prefix.clone());
+            let mut name = r.family.clone();
             for k in &r.key {
-                parts.push(match k {
-                    RateLimitKey::ClientIp => client_ip.to_string().into_bytes(),
-                    RateLimitKey::Header(h) => request
-                        .get(h.as_str())
-                        .map(|v| v.as_bytes().to_vec())
-                        .unwrap_or_default(),
-                    RateLimitKey::Claim(path) => {
-                        caller.claim(path).unwrap_or_default().into_bytes()
+                match k {
+                    RateLimitKey::ClientIp => match client_ip {
+                        Some(IpAddr::V4(ip)) => name.part(&ip.octets()),
+                        Some(IpAddr::V6(ip)) => name.part(&ip.octets()),
+                        None => name.part(b""),
+                    },
+                    RateLimitKey::Header(h) => {
+                        name.part(request.get(h.as_str()).map_or(&b""[..], |v| v.as_bytes()))
                     }
-                    RateLimitKey::Consumer => caller.consumer().unwrap_or("").as_bytes().to_vec(),
-                    RateLimitKey::Route => route.as_bytes().to_vec(),
-                });
+                    RateLimitKey::Claim(path) => {
+                        name.part(caller.claim(path).unwrap_or_default().as_bytes())
+                    }
+                    RateLimitKey::Consumer => name.part(caller.consumer().unwrap_or("").as_bytes()),
+                    RateLimitKey::Route => name.part(route.as_bytes()),
+                };
             }
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             Check {
-                bucket: Bucket::new(&refs),
+                bucket: name.finish(),
                 limit: r.limit,
                 scope: r.scope,
                 on_store_failure: r.on_store_failure,
             }
         };
-        let enforced: Vec<&Rule> = self.rules.iter().filter(|r| !r.shadow).collect();
-        let shadow: Vec<&Rule> = self.rules.iter().filter(|r| r.shadow).collect();
+        let (enforced, shadow) = (&self.enforced, &self.shadow);
         let mut headers = HeaderMap::new();
         let mut refused: Option<(bool, Duration, &str)> = None;
         if !enforced.is_empty() {
-            let checks: Vec<Check> = enforced.iter().map(|r| check_of(r)).collect();
+            let checks: Vec<Check> = enforced.iter().map(check_of).collect();
             let decisions = limiter.check(&checks).await;
             for (rule, d) in enforced.iter().zip(&decisions) {
                 count(rule, d, false);
@@ -209,12 +216,10 @@ impl PolicyLimits {
                     }
                 }
             }
-            self.report(&enforced, &decisions, &mut headers);
+            self.report(&decisions, &mut headers);
         }
         if refused.is_none() && !shadow.is_empty() {
-            // Apart from the enforced rules: a shadow refusal must not stop
-            // them from consuming.
-            let checks: Vec<Check> = shadow.iter().map(|r| check_of(r)).collect();
+            let checks: Vec<Check> = shadow.iter().map(check_of).collect();
             for (rule, d) in shadow.iter().zip(limiter.check(&checks).await) {
                 count(rule, &d, true);
                 if !d.outcome.allowed && d.source != Source::NotChecked {
@@ -225,8 +230,8 @@ impl PolicyLimits {
         match refused {
             None => Verdict::Admit(headers),
             Some((by_store_failure, retry, rule)) => {
-                let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-                headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                let secs = ceil_secs(retry).max(1);
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
                 if by_store_failure {
                     Verdict::Refuse {
                         status: http::StatusCode::SERVICE_UNAVAILABLE,
@@ -248,14 +253,14 @@ impl PolicyLimits {
         }
     }
 
-    fn report(&self, rules: &[&Rule], decisions: &[Decision], headers: &mut HeaderMap) {
+    /// The limit headers for the enforced rules' `decisions`.
+    fn report(&self, decisions: &[Decision], headers: &mut HeaderMap) {
         let checked = || {
-            rules
+            self.enforced
                 .iter()
                 .zip(decisions)
                 .filter(|(_, d)| d.source != Source::NotChecked)
         };
-        let ceil_secs = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
         if matches!(
             self.headers,
             RateLimitHeaders::Draft | RateLimitHeaders::Both
@@ -294,6 +299,11 @@ impl PolicyLimits {
     }
 }
 
+/// Whole seconds, rounded up: a client told to wait must not come back early.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 fn count(rule: &Rule, d: &Decision, shadow: bool) {
     let c = &rule.counters;
     match (d.source, d.outcome.allowed) {
@@ -324,13 +334,14 @@ impl ClientAddr<'_> {
         if !self.is_trusted(client) {
             return client;
         }
+        // Right to left: the last header line's last entry is the nearest hop.
         let hops = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
+            .rev()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect::<Vec<_>>();
-        for hop in hops.iter().rev() {
+            .flat_map(|v| v.rsplit(','));
+        for hop in hops {
             let Ok(ip) = hop.trim().parse::<IpAddr>() else {
                 // Garbage from here on: the last trusted hop is the client.
                 return client;

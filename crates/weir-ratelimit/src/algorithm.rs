@@ -77,6 +77,19 @@ pub struct Outcome {
     pub retry_after: Duration,
 }
 
+impl Outcome {
+    /// Admitted with the whole quota left: the answer for a rule that was
+    /// not consulted (store down with `Allow`, or another rule refused).
+    pub fn full(limit: &Limit) -> Outcome {
+        Outcome {
+            allowed: true,
+            remaining: limit.requests,
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+        }
+    }
+}
+
 /// What a store keeps per bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {

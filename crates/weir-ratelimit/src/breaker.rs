@@ -63,10 +63,14 @@ impl Breaker {
 
     /// Asks whether a request may use the store now.
     pub fn permit(&self) -> Permit {
+        self.permit_at(Instant::now())
+    }
+
+    fn permit_at(&self, now: Instant) -> Permit {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Permit::Call,
-            State::Open { until, pause } if Instant::now() >= until => {
+            State::Open { until, pause } if now >= until => {
                 *state = State::Probing { pause };
                 Permit::Probe
             }
@@ -88,6 +92,10 @@ impl Breaker {
 
     /// Records a failed call.
     pub fn failure(&self) {
+        self.failure_at(Instant::now());
+    }
+
+    fn failure_at(&self, now: Instant) {
         let mut state = self.lock();
         let next = match *state {
             State::Closed { failures } if failures + 1 < THRESHOLD => State::Closed {
@@ -99,14 +107,14 @@ impl Breaker {
                     "Rate-limit store failing; applying each rule's onStoreFailure until it answers again."
                 );
                 State::Open {
-                    until: Instant::now() + FIRST_PAUSE,
+                    until: now + FIRST_PAUSE,
                     pause: FIRST_PAUSE,
                 }
             }
             State::Probing { pause } | State::Open { pause, .. } => {
                 let pause = (pause * 2).min(MAX_PAUSE);
                 State::Open {
-                    until: Instant::now() + pause,
+                    until: now + pause,
                     pause,
                 }
             }
@@ -126,15 +134,24 @@ mod tests {
     fn opens_after_threshold_and_probes_after_pause() {
         let gauge = prometheus::IntGauge::new("b", "b").expect("gauge");
         let b = Breaker::new(gauge.clone());
+        let t0 = Instant::now();
         for _ in 0..THRESHOLD {
-            assert_eq!(b.permit(), Permit::Call);
-            b.failure();
+            assert_eq!(b.permit_at(t0), Permit::Call);
+            b.failure_at(t0);
         }
         assert_eq!(gauge.get(), 1);
-        assert_eq!(b.permit(), Permit::Refuse);
-        std::thread::sleep(FIRST_PAUSE + Duration::from_millis(20));
-        assert_eq!(b.permit(), Permit::Probe);
-        assert_eq!(b.permit(), Permit::Refuse, "one probe at a time");
+        assert_eq!(b.permit_at(t0 + FIRST_PAUSE / 2), Permit::Refuse);
+        assert_eq!(b.permit_at(t0 + FIRST_PAUSE), Permit::Probe);
+        assert_eq!(
+            b.permit_at(t0 + FIRST_PAUSE),
+            Permit::Refuse,
+            "one probe at a time"
+        );
+        // A failed probe doubles the pause.
+        let t1 = t0 + FIRST_PAUSE;
+        b.failure_at(t1);
+        assert_eq!(b.permit_at(t1 + FIRST_PAUSE), Permit::Refuse);
+        assert_eq!(b.permit_at(t1 + FIRST_PAUSE * 2), Permit::Probe);
         b.success();
         assert_eq!(gauge.get(), 0);
         assert_eq!(b.permit(), Permit::Call);

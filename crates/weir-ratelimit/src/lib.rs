@@ -36,18 +36,13 @@ use local::LocalStore;
 pub struct Bucket(pub [u8; 16]);
 
 impl Bucket {
-    /// The digest of `parts`, each length-prefixed so `("ab","c")` and
-    /// `("a","bc")` differ.
+    /// The digest of `parts` (see [`BucketName`]).
     pub fn new(parts: &[&[u8]]) -> Bucket {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut name = BucketName::new(&[]);
         for p in parts {
-            ctx.update(&(p.len() as u64).to_be_bytes());
-            ctx.update(p);
+            name.part(p);
         }
-        let digest = ctx.finish();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest.as_ref()[..16]);
-        Bucket(id)
+        name.finish()
     }
 
     /// The same bucket for the per-replica fallback (`localShare`), kept
@@ -65,6 +60,39 @@ impl Bucket {
             let _ = write!(s, "{b:02x}");
             s
         })
+    }
+}
+
+/// A bucket name being built: the digest state after the fixed parts
+/// (policy, rule, period), cloned per request and fed the key's parts, so a
+/// request pays for hashing its own key only and allocates nothing. Parts
+/// are length-prefixed so `("ab","c")` and `("a","bc")` differ.
+#[derive(Clone)]
+pub struct BucketName(ring::digest::Context);
+
+impl BucketName {
+    /// Starts a name with `parts`.
+    pub fn new(parts: &[&[u8]]) -> BucketName {
+        let mut name = BucketName(ring::digest::Context::new(&ring::digest::SHA256));
+        for p in parts {
+            name.part(p);
+        }
+        name
+    }
+
+    /// Appends one part.
+    pub fn part(&mut self, part: &[u8]) -> &mut Self {
+        self.0.update(&(part.len() as u64).to_be_bytes());
+        self.0.update(part);
+        self
+    }
+
+    /// The bucket.
+    pub fn finish(self) -> Bucket {
+        let digest = self.0.finish();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest.as_ref()[..16]);
+        Bucket(id)
     }
 }
 
@@ -240,17 +268,12 @@ impl RateLimiter {
             .map(|&i| (checks[i].bucket, checks[i].limit))
             .collect();
         let mut out: Vec<Option<Decision>> = vec![None; checks.len()];
-        let decided =
-            |outcomes: Vec<Outcome>, source, idx: &[usize], out: &mut Vec<Option<Decision>>| {
-                for (o, &i) in outcomes.into_iter().zip(idx) {
-                    out[i] = Some(Decision { outcome: o, source });
-                }
-            };
         if !global_idx.is_empty() && !local.is_empty() {
             // Peek locally first: refused here means no store call at all.
             let peek = self.local.peek(&local);
             if peek.iter().any(|o| !o.allowed) {
-                return self.fill(checks, peek, &local_idx);
+                record(&mut out, peek, Source::Local, &local_idx);
+                return finish(checks, out);
             }
         }
         if !global_idx.is_empty() {
@@ -261,7 +284,7 @@ impl RateLimiter {
             match self.store_decide(&global).await {
                 Ok(outcomes) => {
                     let refused = outcomes.iter().any(|o| !o.allowed);
-                    decided(outcomes, Source::Store, &global_idx, &mut out);
+                    record(&mut out, outcomes, Source::Store, &global_idx);
                     if refused {
                         return finish(checks, out);
                     }
@@ -279,18 +302,7 @@ impl RateLimiter {
         }
         if !local.is_empty() {
             let outcomes = self.local.decide(&local);
-            decided(outcomes, Source::Local, &local_idx, &mut out);
-        }
-        finish(checks, out)
-    }
-
-    fn fill(&self, checks: &[Check], outcomes: Vec<Outcome>, idx: &[usize]) -> Vec<Decision> {
-        let mut out: Vec<Option<Decision>> = vec![None; checks.len()];
-        for (o, &i) in outcomes.into_iter().zip(idx) {
-            out[i] = Some(Decision {
-                outcome: o,
-                source: Source::Local,
-            });
+            record(&mut out, outcomes, Source::Local, &local_idx);
         }
         finish(checks, out)
     }
@@ -337,16 +349,10 @@ impl RateLimiter {
         let mut refused = false;
         for &i in global_idx {
             let c = &checks[i];
-            let full = Outcome {
-                allowed: true,
-                remaining: c.limit.requests,
-                reset: Duration::ZERO,
-                retry_after: Duration::ZERO,
-            };
             match c.on_store_failure {
                 OnStoreFailure::Allow => {
                     out[i] = Some(Decision {
-                        outcome: full,
+                        outcome: Outcome::full(&c.limit),
                         source: Source::FailedOpen,
                     })
                 }
@@ -370,15 +376,18 @@ impl RateLimiter {
                 .iter()
                 .map(|&i| (checks[i].bucket.fallback(), checks[i].limit.share(replicas)))
                 .collect();
-            for (o, &i) in self.local.decide(&checks_local).into_iter().zip(&shared) {
-                refused |= !o.allowed;
-                out[i] = Some(Decision {
-                    outcome: o,
-                    source: Source::LocalShare,
-                });
-            }
+            let outcomes = self.local.decide(&checks_local);
+            refused |= outcomes.iter().any(|o| !o.allowed);
+            record(out, outcomes, Source::LocalShare, &shared);
         }
         refused
+    }
+}
+
+/// Stores the outcomes of the checks at `idx`.
+fn record(out: &mut [Option<Decision>], outcomes: Vec<Outcome>, source: Source, idx: &[usize]) {
+    for (outcome, &i) in outcomes.into_iter().zip(idx) {
+        out[i] = Some(Decision { outcome, source });
     }
 }
 
@@ -389,12 +398,7 @@ fn finish(checks: &[Check], out: Vec<Option<Decision>>) -> Vec<Decision> {
         .zip(checks)
         .map(|(d, c)| {
             d.unwrap_or(Decision {
-                outcome: Outcome {
-                    allowed: true,
-                    remaining: c.limit.requests,
-                    reset: Duration::ZERO,
-                    retry_after: Duration::ZERO,
-                },
+                outcome: Outcome::full(&c.limit),
                 source: Source::NotChecked,
             })
         })

@@ -112,13 +112,17 @@ pub struct RedisConfig {
 
 enum Conn {
     Single(ConnectionManager),
-    Cluster(OnceCell<ClusterConnection>),
+    /// Connected on first use (the client refuses to start without a
+    /// reachable node); the connection then follows topology changes.
+    Cluster {
+        client: Box<redis::cluster::ClusterClient>,
+        conn: OnceCell<ClusterConnection>,
+    },
 }
 
 /// A Redis-backed store.
 pub struct RedisStore {
     conn: Conn,
-    cluster_client: Option<redis::cluster::ClusterClient>,
     script: redis::Script,
     timeout: Duration,
 }
@@ -152,8 +156,10 @@ impl RedisStore {
             }
             let client = builder.build().map_err(StoreError::from)?;
             return Ok(RedisStore {
-                conn: Conn::Cluster(OnceCell::new()),
-                cluster_client: Some(client),
+                conn: Conn::Cluster {
+                    client: Box::new(client),
+                    conn: OnceCell::new(),
+                },
                 script,
                 timeout: config.timeout,
             });
@@ -177,7 +183,6 @@ impl RedisStore {
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(RedisStore {
             conn: Conn::Single(manager),
-            cluster_client: None,
             script,
             timeout: config.timeout,
         })
@@ -198,14 +203,9 @@ impl RedisStore {
                 let mut conn = manager.clone();
                 self.invoke(&mut conn, checks).await
             }
-            Conn::Cluster(cell) => {
-                let conn = cell
-                    .get_or_try_init(|| async {
-                        match &self.cluster_client {
-                            Some(c) => c.get_async_connection().await.map_err(StoreError::from),
-                            None => Err(StoreError::Config("no cluster client".into())),
-                        }
-                    })
+            Conn::Cluster { client, conn } => {
+                let conn = conn
+                    .get_or_try_init(|| client.get_async_connection())
                     .await?;
                 let calls = checks.iter().map(|check| {
                     let mut conn = conn.clone();
