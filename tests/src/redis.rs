@@ -95,14 +95,25 @@ impl Redis {
         }
     }
 
-    /// Calls of one command from `INFO commandstats` (e.g. `evalsha`).
-    pub fn calls(&self, command: &str) -> u64 {
+    /// One counter of one command from `INFO commandstats`, e.g.
+    /// (`evalsha`, `calls`) or (`evalsha`, `failed_calls`); 0 when the
+    /// command was never called.
+    pub fn command_stat(&self, command: &str, field: &str) -> u64 {
         let info = self.command("INFO commandstats").unwrap_or_default();
         info.lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+            .and_then(|stats| {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+            })
+            .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Successful calls of one command (`calls - failed_calls`).
+    pub fn calls(&self, command: &str) -> u64 {
+        self.command_stat(command, "calls") - self.command_stat(command, "failed_calls")
     }
 
     /// Kills the server (SIGKILL): no goodbye to clients.
