@@ -25,8 +25,10 @@ run: ## Serve deploy/examples/ on $(HTTP_ADDR) with an example echo upstream on 
 	echo "  Edit deploy/examples/*.yaml and weir reloads. Ctrl-C stops both."; echo; \
 	./target/debug/weir serve --manifests deploy/examples --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR) --log-format text
 
+# One cargo invocation: it builds the weir binary and the test helpers with the
+# same features as the tests (a separate `cargo build` first compiled much of
+# the graph twice), and runs nothing until everything is built.
 test: test-deps ## Run every test: unit, golden and end-to-end against the real binary
-	$(CARGO) build --locked -p weir -p weir-tests --bins
 	$(CARGO) test --locked --workspace
 
 test-deps: ## Install what the end-to-end tests run for real (redis-server) when missing
