@@ -19,6 +19,16 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55000 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Redis {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub async fn start() -> Redis {
@@ -27,6 +37,10 @@ impl Redis {
 
     /// Starts redis-server on `port` (e.g. again after [`Redis::kill`]).
     pub async fn start_on(port: u16) -> Redis {
+        Self::spawn(port, &[]).await
+    }
+
+    async fn spawn(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -40,6 +54,7 @@ impl Redis {
                 "--protected-mode",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -128,5 +143,84 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of masters only, each a real redis-server on loopback,
+/// with the 16384 slots split evenly between them.
+pub struct RedisCluster {
+    /// The masters, in slot order.
+    pub nodes: Vec<Redis>,
+    _dir: crate::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes, assigns slots, joins them with `CLUSTER MEET`
+    /// and waits until every node reports `cluster_state:ok`.
+    pub async fn start(masters: usize) -> RedisCluster {
+        let dir = crate::TempDir::new("redis-cluster");
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            let port = free_cluster_port();
+            let conf = dir.0.join(format!("nodes-{port}.conf"));
+            let dir = dir.0.to_string_lossy().into_owned();
+            let conf = conf.to_string_lossy().into_owned();
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "5000",
+                "--dir",
+                &dir,
+            ];
+            nodes.push(Redis::spawn(port, &extra).await);
+        }
+        let per = 16384 / masters;
+        for (i, node) in nodes.iter().enumerate() {
+            let first = i * per;
+            let last = if i + 1 == masters {
+                16383
+            } else {
+                first + per - 1
+            };
+            let reply = node.command(&format!("CLUSTER ADDSLOTSRANGE {first} {last}"));
+            assert_eq!(
+                reply.as_deref(),
+                Some("+OK\r\n"),
+                "ADDSLOTSRANGE on {}",
+                node.port
+            );
+        }
+        for node in &nodes[1..] {
+            let reply = nodes[0].command(&format!("CLUSTER MEET 127.0.0.1 {}", node.port));
+            assert_eq!(reply.as_deref(), Some("+OK\r\n"), "MEET {}", node.port);
+        }
+        let cluster = RedisCluster { nodes, _dir: dir };
+        crate::eventually(
+            Duration::from_secs(30),
+            "every cluster node to report cluster_state:ok",
+            || {
+                let ok = cluster.nodes.iter().all(|n| {
+                    n.command("CLUSTER INFO").is_some_and(|info| {
+                        info.contains("cluster_state:ok")
+                            && info.contains(&format!("cluster_known_nodes:{masters}"))
+                    })
+                });
+                async move { ok.then_some(()) }
+            },
+        )
+        .await;
+        cluster
+    }
+
+    /// `redis://` URLs of every node (seeds for `--redis-url`).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Redis::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

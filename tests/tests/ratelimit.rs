@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weir_tests::client::{self, Reply};
-use weir_tests::redis::Redis;
+use weir_tests::redis::{Redis, RedisCluster};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{TempDir, eventually, route_yaml};
@@ -158,6 +158,121 @@ fn global_rules(name: &str, ingress: &str, rule: &str) -> String {
     policy(name, ingress, "", &format!("  - {rule}\n"))
 }
 
+/// What the clients saw of one key during [`hammer`].
+#[derive(Default)]
+struct KeyLoad {
+    admitted: AtomicUsize,
+    sent: AtomicUsize,
+    other: AtomicUsize,
+    // Microseconds since the start: every decision on this key happens
+    // between the start and its last answer, and the decisions span at least
+    // from its first answer to its last request sent.
+    last_sent: AtomicU64,
+    first_answer: AtomicU64,
+    last_answer: AtomicU64,
+}
+
+/// The admitted count and its exact bounds for one key.
+struct KeyResult {
+    admitted: f64,
+    sent: usize,
+    other: usize,
+    lower: f64,
+    upper: f64,
+}
+
+/// Six concurrent clients for four seconds, spread over `addrs` and over
+/// the `tenants` (an `X-Tenant` header each; none when empty), against a
+/// GCRA limit of 50/s with a burst of 50 per key.
+async fn hammer(addrs: &[std::net::SocketAddr], tenants: &[&'static str]) -> Vec<KeyResult> {
+    let keys = tenants.len().max(1);
+    let loads: Arc<Vec<KeyLoad>> = Arc::new(
+        (0..keys)
+            .map(|_| KeyLoad {
+                first_answer: AtomicU64::new(u64::MAX),
+                ..KeyLoad::default()
+            })
+            .collect(),
+    );
+    let run = Duration::from_secs(4);
+    let start = Instant::now();
+    let since = move || u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let (loads, addrs, tenants) = (loads.clone(), addrs.to_vec(), tenants.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let client = client::http1();
+            let mut i = c;
+            while start.elapsed() < run {
+                let addr = addrs[i % addrs.len()];
+                let k = (i / addrs.len()) % keys;
+                i += 1;
+                let headers: Vec<(&str, &str)> = tenants
+                    .get(k)
+                    .map(|t| vec![("x-tenant", *t)])
+                    .unwrap_or_default();
+                let load = &loads[k];
+                load.last_sent.fetch_max(since(), Ordering::Relaxed);
+                let r = client::get(&client, addr, "api.test", "/", &headers).await;
+                let answered = since();
+                load.first_answer.fetch_min(answered, Ordering::Relaxed);
+                load.last_answer.fetch_max(answered, Ordering::Relaxed);
+                load.sent.fetch_add(1, Ordering::Relaxed);
+                match r.map(|r| r.status.as_u16()) {
+                    Ok(200) => load.admitted.fetch_add(1, Ordering::Relaxed),
+                    Ok(429) => 0,
+                    _ => load.other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+    loads
+        .iter()
+        .map(|l| {
+            let outer = secs(&l.last_answer);
+            let inner = secs(&l.last_sent) - secs(&l.first_answer);
+            let r = KeyResult {
+                admitted: l.admitted.load(Ordering::Relaxed) as f64,
+                sent: l.sent.load(Ordering::Relaxed),
+                other: l.other.load(Ordering::Relaxed),
+                // GCRA, 50/s with a burst of 50: burst + rate × time.
+                upper: 50.0 + 50.0 * outer,
+                lower: 50.0 + 50.0 * inner,
+            };
+            println!(
+                "admitted {} of {}; {:.4}..{:.4} of burst + rate x time",
+                r.admitted,
+                r.sent,
+                r.admitted / r.upper,
+                r.admitted / r.lower
+            );
+            r
+        })
+        .collect()
+}
+
+/// The accuracy every shared limit must reach, per key.
+fn assert_exact(results: &[KeyResult]) {
+    for r in results {
+        assert_eq!(r.other, 0, "only 200 and 429");
+        assert!(
+            r.sent as f64 > r.upper * 1.5,
+            "the load must exceed the limit: {}",
+            r.sent
+        );
+        // Exact on both sides (one request for the half-open end of the
+        // span). The lower bound assumes the load never pauses for longer
+        // than the burst refills (one second), which a busy machine does
+        // not reach.
+        assert!(r.admitted <= r.upper + 1.0, "{} > {}", r.admitted, r.upper);
+        assert!(r.admitted >= r.lower - 1.0, "{} < {}", r.admitted, r.lower);
+    }
+}
+
 /// Three replicas share one Redis: admitted requests stay within
 /// burst + rate × time however the load is spread, with one script run in
 /// Redis per request.
@@ -191,82 +306,85 @@ async fn global_limit_holds_across_three_replicas() {
         replicas.push(Weir::serve(&dir.0, &["--redis-url", &url]).await);
     }
     let addrs: Vec<_> = replicas.iter().map(|w| w.http).collect();
-    let admitted = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let other = Arc::new(AtomicUsize::new(0));
-    // Microseconds since `start`: every decision happens between the first
-    // request sent (at `start` or later) and the last answer received, and
-    // spans at least from the first answer to the last request sent.
-    let last_sent = Arc::new(AtomicU64::new(0));
-    let first_answer = Arc::new(AtomicU64::new(u64::MAX));
-    let last_answer = Arc::new(AtomicU64::new(0));
-    let run = Duration::from_secs(4);
-    let start = Instant::now();
-    let since = move || u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let mut tasks = Vec::new();
-    for c in 0..6 {
-        let (admitted, sent, other, addrs) =
-            (admitted.clone(), sent.clone(), other.clone(), addrs.clone());
-        let (last_sent, first_answer, last_answer) =
-            (last_sent.clone(), first_answer.clone(), last_answer.clone());
-        tasks.push(tokio::spawn(async move {
-            let client = client::http1();
-            let mut i = c;
-            while start.elapsed() < run {
-                let addr = addrs[i % addrs.len()];
-                i += 1;
-                last_sent.fetch_max(since(), Ordering::Relaxed);
-                let r = client::get(&client, addr, "api.test", "/", &[]).await;
-                let answered = since();
-                first_answer.fetch_min(answered, Ordering::Relaxed);
-                last_answer.fetch_max(answered, Ordering::Relaxed);
-                sent.fetch_add(1, Ordering::Relaxed);
-                match r.map(|r| r.status.as_u16()) {
-                    Ok(200) => admitted.fetch_add(1, Ordering::Relaxed),
-                    Ok(429) => 0,
-                    _ => other.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
-    let outer = secs(&last_answer);
-    let inner = secs(&last_sent) - secs(&first_answer);
-    let admitted = admitted.load(Ordering::Relaxed) as f64;
-    let sent = sent.load(Ordering::Relaxed);
-    // GCRA, 50/s with a burst of 50: at most burst + rate × time.
-    let upper = 50.0 + 50.0 * outer;
-    let lower = 50.0 + 50.0 * inner;
-    println!(
-        "admitted {admitted} of {sent}; decisions within {inner:.3}..{outer:.3}s: \
-         {:.4}..{:.4} of burst + rate x time",
-        admitted / upper,
-        admitted / lower
-    );
-    assert_eq!(other.load(Ordering::Relaxed), 0, "only 200 and 429");
-    assert!(
-        sent as f64 > upper * 1.5,
-        "the load must exceed the limit: {sent}"
-    );
-    // Exact on both sides (one request for the half-open end of the span).
-    // The lower bound assumes the load never pauses for longer than the
-    // burst refills (one second), which a busy machine does not reach.
-    assert!(admitted <= upper + 1.0, "{admitted} > {upper}");
-    assert!(admitted >= lower - 1.0, "{admitted} < {lower}");
+    let results = hammer(&addrs, &[]).await;
+    assert_exact(&results);
+    let sent = results[0].sent as u64;
     // One round trip per request: exactly one successful script run per
     // decision. Beside them only NOSCRIPT refusals, at most one per request
     // in flight when a replica first uses the script (6 clients).
     let decided = redis.calls("evalsha") + redis.calls("eval");
     let noscript = redis.command_stat("evalsha", "failed_calls");
     println!("{decided} script runs and {noscript} NOSCRIPT replies for {sent} requests");
-    assert!(
-        decided <= sent as u64,
-        "{decided} script runs for {sent} requests"
-    );
+    assert!(decided <= sent, "{decided} script runs for {sent} requests");
     assert!(noscript <= 6, "{noscript} NOSCRIPT replies");
+}
+
+/// The same accuracy on a Redis Cluster of three masters: each tenant's
+/// bucket lives in one slot, the tenants spread over the masters, and every
+/// decision is still one script run on the master that owns the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3).await;
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-cluster");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &global_rules(
+            "tenants",
+            "api",
+            "{name: per-tenant, key: {header: X-Tenant}, requests: 50, per: 1s, burst: 50}",
+        ),
+    );
+    // One seed is enough: the client learns the slot map from it.
+    let seed = cluster.nodes[0].url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Weir::serve(&dir.0, &["--redis-url", &seed, "--redis-cluster"]).await);
+    }
+    let addrs: Vec<_> = replicas.iter().map(|w| w.http).collect();
+    let results = hammer(&addrs, &["acme", "globex", "initech"]).await;
+    assert_exact(&results);
+    let sent: u64 = results.iter().map(|r| r.sent as u64).sum();
+    let per_node: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.calls("evalsha") + n.calls("eval"))
+        .collect();
+    let noscript: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.command_stat("evalsha", "failed_calls"))
+        .sum();
+    println!(
+        "script runs per master {per_node:?} and {noscript} NOSCRIPT replies for {sent} requests"
+    );
+    let decided: u64 = per_node.iter().sum();
+    assert!(decided <= sent, "{decided} script runs for {sent} requests");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "the tenants' buckets spread over the masters: {per_node:?}"
+    );
+    // At most one per request in flight, per master, when a replica first
+    // uses the script there.
+    assert!(noscript <= 6 * 3, "{noscript} NOSCRIPT replies");
+    for r in &replicas {
+        let text = metrics(r).await;
+        assert!(
+            !text.contains("weir_ratelimit_store_errors_total{"),
+            "no store errors on a healthy cluster: {text}"
+        );
+    }
 }
 
 /// Redis dies under load: no 5xx except the documented 503 of
