@@ -376,6 +376,28 @@ async fn watch_namespace_publish_service_and_metrics() {
         .await
         .unwrap();
 
+    // Three weir pods behind it, one not ready: two live replicas share
+    // LocalShare limits, although the namespace is not a watched one.
+    let peers = |ready_c: bool| -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "weir-abc", "labels": {"kubernetes.io/service-name": "weir"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.9.0.1"], "targetRef": {"kind": "Pod", "name": "weir-a"}},
+                {"addresses": ["10.9.0.2"], "targetRef": {"kind": "Pod", "name": "weir-b"}},
+                {"addresses": ["10.9.0.3"], "conditions": {"ready": ready_c},
+                 "targetRef": {"kind": "Pod", "name": "weir-c"}},
+            ],
+        }))
+        .unwrap()
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(kube.clone(), "weir");
+    slices
+        .create(&PostParams::default(), &peers(false))
+        .await
+        .unwrap();
+
     let weir = Weir::run(
         server.kubeconfig_path(),
         &[
@@ -433,6 +455,35 @@ async fn watch_namespace_publish_service_and_metrics() {
             (ip(team_a.get("app").await.ok()?).as_deref() == Some("203.0.113.10")).then_some(())
         },
     )
+    .await;
+    let replicas = || async {
+        let m = get(&http1(), weir.admin, "x", "/metrics", &[]).await.ok()?;
+        String::from_utf8_lossy(&m.body).lines().find_map(|l| {
+            l.strip_prefix("weir_ratelimit_replicas ")
+                .map(str::to_owned)
+        })
+    };
+    eventually(Duration::from_secs(10), "2 replicas", || async {
+        (replicas().await.as_deref() == Some("2")).then_some(())
+    })
+    .await;
+    // The third pod becomes ready.
+    slices
+        .replace("weir-abc", &PostParams::default(), &{
+            let mut s = peers(true);
+            s.metadata.resource_version = slices
+                .get("weir-abc")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "3 replicas", || async {
+        (replicas().await.as_deref() == Some("3")).then_some(())
+    })
     .await;
     // team-b is not ours to write.
     let team_b: Api<Ingress> = Api::namespaced(kube, "team-b");

@@ -154,6 +154,83 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
     );
 }
 
+/// A flood of distinct client addresses (as spoofed `X-Forwarded-For`
+/// values from a trusted proxy would be) against a local per-IP limit: the
+/// store stays within its capacity, every new address is admitted, and the
+/// newest address is still limited.
+#[tokio::test]
+async fn a_flood_of_client_keys_stays_within_the_local_capacity() {
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-flood");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &policy(
+            "per-ip",
+            "api",
+            "",
+            "  - {name: per-ip, key: {clientIP: true}, requests: 1, per: 1h, scope: Local}\n",
+        ),
+    );
+    let weir = Weir::serve(
+        &dir.0,
+        &[
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--ratelimit-local-capacity",
+            "1024",
+        ],
+    )
+    .await;
+    let client = client::http1();
+    let rss_before = weir.rss_kib();
+    let mut last = String::new();
+    for n in 0..3000u32 {
+        last = format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255);
+        let r = client::get(
+            &client,
+            weir.http,
+            "api.test",
+            "/",
+            &[("x-forwarded-for", &last)],
+        )
+        .await
+        .expect("request");
+        assert_eq!(r.status, 200, "new address {last}");
+    }
+    let r = client::get(
+        &client,
+        weir.http,
+        "api.test",
+        "/",
+        &[("x-forwarded-for", &last)],
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status, 429, "the newest address keeps its bucket");
+    let text = metrics(&weir).await;
+    let keys: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_ratelimit_local_keys "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no weir_ratelimit_local_keys in {text}"));
+    assert!((900..=1024).contains(&keys), "{keys} keys held");
+    println!(
+        "3000 addresses: {keys} buckets held, RSS {rss_before} -> {} KiB",
+        weir.rss_kib()
+    );
+}
+
 fn global_rules(name: &str, ingress: &str, rule: &str) -> String {
     policy(name, ingress, "", &format!("  - {rule}\n"))
 }

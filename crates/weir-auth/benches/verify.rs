@@ -35,6 +35,7 @@ fn snapshot(auth: Authentication) -> Snapshot {
         },
     );
     Snapshot {
+        replicas: None,
         policies,
         ..Snapshot::default()
     }

@@ -265,6 +265,7 @@ mod tests {
             })
             .collect();
         Snapshot {
+            replicas: None,
             policies,
             ..Snapshot::default()
         }

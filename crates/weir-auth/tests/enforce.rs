@@ -66,6 +66,7 @@ fn policy(authentication: Authentication, authorization: Option<Authorization>) 
         },
     );
     Snapshot {
+        replicas: None,
         policies,
         ..Snapshot::default()
     }

@@ -61,6 +61,31 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// How many distinct ready pods back the Service `namespace/name`, over
+    /// all its EndpointSlices and ports (a dual-stack pod appears in an IPv4
+    /// and an IPv6 slice and counts once).
+    pub(crate) fn ready_pods(&self, namespace: &str, name: &str) -> u32 {
+        let mut pods = BTreeSet::new();
+        for slice in self.slices.get(&(namespace, name)).into_iter().flatten() {
+            for endpoint in &slice.endpoints {
+                // A nil `ready` means ready, as in `ready_endpoints`.
+                let ready = endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true);
+                let pod = match &endpoint.target_ref {
+                    Some(r) => r.name.as_deref().map(|n| format!("pod/{n}")),
+                    None => endpoint.addresses.first().map(|a| format!("ip/{a}")),
+                };
+                if let Some(pod) = pod.filter(|_| ready) {
+                    pods.insert(pod);
+                }
+            }
+        }
+        u32::try_from(pods.len()).unwrap_or(u32::MAX)
+    }
+
     /// Resolves an Ingress backend in `namespace`. `None` (with an error
     /// reported) when the backend itself is invalid; a name whose upstream
     /// may have no endpoints otherwise.

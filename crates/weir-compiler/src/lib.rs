@@ -152,6 +152,9 @@ pub struct CompileOptions {
     pub allow_static_upstreams: bool,
     /// Served when nothing else matches.
     pub default_backend: Option<ServiceRef>,
+    /// weir's own Service (namespace, name): its ready endpoints are the
+    /// live replicas that share `localShare` limits.
+    pub replicas_service: Option<(String, String)>,
 }
 
 impl Default for CompileOptions {
@@ -162,6 +165,7 @@ impl Default for CompileOptions {
             watch_ingress_without_class: false,
             allow_static_upstreams: false,
             default_backend: None,
+            replicas_service: None,
         }
     }
 }
@@ -208,6 +212,11 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
         .as_ref()
         .and_then(|r| backends.resolve_global(r, &mut diagnostics));
     let (hosts, accepted) = builder.finish();
+    let replicas = options
+        .replicas_service
+        .as_ref()
+        .map(|(namespace, name)| backends.ready_pods(namespace, name))
+        .filter(|&n| n > 0);
     let upstreams = backends.into_upstreams(&hosts, default_backend.as_ref());
     let (effective, outcomes) = policies.finish(&mut diagnostics);
     diagnostics.sort();
@@ -217,6 +226,7 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
             default_backend,
             upstreams,
             policies: effective,
+            replicas,
         },
         diagnostics,
         accepted,

@@ -42,6 +42,12 @@ fn options(text: &str) -> CompileOptions {
         if let Some(a) = b("allowStaticUpstreams") {
             options.allow_static_upstreams = a;
         }
+        if let Some(r) = s("replicasService") {
+            let (ns, name) = r
+                .split_once('/')
+                .expect("replicasService is namespace/name");
+            options.replicas_service = Some((ns.to_owned(), name.to_owned()));
+        }
         if let Some(d) = s("defaultBackend") {
             options.default_backend = Some(d.parse().expect("valid defaultBackend"));
         }

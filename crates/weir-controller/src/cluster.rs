@@ -54,6 +54,10 @@ struct Stores {
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
     policies: Vec<Store<GatewayPolicy>>,
+    /// The EndpointSlices of weir's own Service (`--publish-service`),
+    /// watched apart because its namespace may not be a watched one: its
+    /// ready endpoints are the replica count of `localShare` limits.
+    peers: Option<Store<EndpointSlice>>,
 }
 
 fn key<K: Resource>(o: &K) -> ObjectKey {
@@ -87,7 +91,14 @@ impl Stores {
                 .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
                 .collect(),
             services: keyed(&self.services),
-            endpoint_slices: keyed(&self.slices),
+            endpoint_slices: keyed(
+                &self
+                    .slices
+                    .iter()
+                    .chain(self.peers.as_ref())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
             policies: keyed(&self.policies),
             secrets: secrets.secrets(),
         }
@@ -524,7 +535,7 @@ impl ClusterProvider {
         let c = &self.client;
         let m = &self.metrics;
         let ns = &self.namespaces;
-        let stores = Stores {
+        let mut stores = Stores {
             ingresses: reflect_namespaced(c, ns, &changed, m),
             classes: reflect(
                 Api::<IngressClass>::all(c.clone()),
@@ -535,6 +546,7 @@ impl ClusterProvider {
             services: reflect_namespaced(c, ns, &changed, m),
             slices: reflect_namespaced(c, ns, &changed, m),
             policies: reflect_namespaced(c, ns, &changed, m),
+            peers: None,
         };
         let policies_served = policies_served(c).await;
         if let Some((namespace, name)) =
@@ -552,6 +564,21 @@ impl ClusterProvider {
                 return;
             }
             self.publish_service = Some(store);
+            let config =
+                watcher::Config::default().labels(&format!("kubernetes.io/service-name={name}"));
+            let peers = reflect(
+                Api::<EndpointSlice>::namespaced(c.clone(), &namespace),
+                config,
+                changed.clone(),
+                m,
+            );
+            if peers.wait_until_ready().await.is_err() {
+                tracing::error!(
+                    "The --publish-service EndpointSlice reflector stopped; not publishing."
+                );
+                return;
+            }
+            stores.peers = Some(peers);
         }
         if !stores.wait_until_ready(policies_served).await {
             tracing::error!("A reflector stopped before its initial list; not publishing.");

@@ -44,6 +44,7 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
         })
         .collect();
     Snapshot {
+        replicas: None,
         hosts,
         default_backend: None,
         upstreams: [(

@@ -299,6 +299,7 @@ mod tests {
 
     fn table() -> RouteTable {
         let snapshot = Snapshot {
+            replicas: None,
             hosts: vec![
                 VirtualHost {
                     host: HostMatch::Exact("shop.example.com".into()),

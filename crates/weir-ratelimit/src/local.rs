@@ -117,20 +117,28 @@ impl LocalStore {
             return;
         }
         if map.len() >= self.per_shard {
-            let before = map.len();
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= self.per_shard {
-                // Everything is live: drop the soonest-expiring of a sample.
-                let victim = map
-                    .iter()
-                    .take(EVICTION_SAMPLE)
-                    .min_by_key(|(_, e)| e.expires)
-                    .map(|(k, _)| *k);
-                if let Some(victim) = victim {
-                    map.remove(&victim);
-                }
+            // A full shard frees room from a sample, never by scanning the
+            // whole shard: under a flood of new keys every insert lands
+            // here, and a scan would make each request cost O(capacity).
+            // Expired buckets in the sample go first; if none has expired,
+            // the soonest-expiring one does. The sweeper clears the rest.
+            let mut sample = [None; EVICTION_SAMPLE];
+            for (slot, (k, e)) in sample.iter_mut().zip(map.iter()) {
+                *slot = Some((*k, e.expires));
             }
-            self.keys.sub((before - map.len()) as i64);
+            let sample = sample.iter().flatten();
+            let mut evicted = 0;
+            for (k, _) in sample.clone().filter(|(_, expires)| *expires <= now) {
+                map.remove(k);
+                evicted += 1;
+            }
+            if evicted == 0
+                && let Some((k, _)) = sample.min_by_key(|(_, expires)| *expires)
+            {
+                map.remove(k);
+                evicted = 1;
+            }
+            self.keys.sub(evicted);
         }
         map.insert(bucket, entry);
         self.keys.inc();
@@ -219,6 +227,8 @@ mod tests {
         }
         assert!(store.len() <= 6400, "{}", store.len());
         assert_eq!(gauge.get(), store.len() as i64);
+        // The newest key survives the flood and is still limited.
+        assert!(!store.decide_at(&[(bucket(99_999), gcra(1, 1))], 1_000_001, true)[0].allowed);
         // Expired buckets are swept.
         store.sweep_at(10_000_000);
         assert!(store.is_empty(), "{}", store.len());

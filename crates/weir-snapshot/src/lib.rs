@@ -36,6 +36,12 @@ pub struct Snapshot {
     /// Every policy a route refers to, by [`Policy::name`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, Policy>,
+    /// Ready weir replicas, counted from the EndpointSlices of weir's own
+    /// Service when the controller knows it: each replica enforces its
+    /// share (limit ÷ replicas) of `localShare` limits while Redis is
+    /// unreachable. `None` leaves the configured count in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 impl Snapshot {

@@ -51,7 +51,7 @@ pub struct RunArgs {
     /// Watch only these namespaces (comma-separated); all when unset.
     #[arg(long, value_delimiter = ',', env = "WEIR_WATCH_NAMESPACE")]
     pub watch_namespace: Vec<String>,
-    /// Service (namespace/name) whose load-balancer addresses go into Ingress status; overrides --publish-address.
+    /// weir's own Service (namespace/name): its load-balancer addresses go into Ingress status (overriding --publish-address), and its ready endpoints are the replica count for LocalShare rate limits.
     #[arg(long, value_parser = namespaced_name, env = "WEIR_PUBLISH_SERVICE")]
     pub publish_service: Option<(String, String)>,
     /// Addresses written to Ingress status.loadBalancer (IPs or hostnames, comma-separated); by the leader only.
@@ -172,7 +172,9 @@ pub struct RateLimitArgs {
     )]
     pub ratelimit_local_capacity: usize,
     /// Replicas that share Global limits: while Redis is unreachable, each
-    /// enforces limit ÷ this (onStoreFailure: LocalShare).
+    /// enforces limit ÷ this (onStoreFailure: LocalShare). `weir run` with
+    /// --publish-service counts the ready endpoints of that Service instead,
+    /// and falls back to this while it has none.
     #[arg(long, default_value_t = 1, env = "WEIR_RATELIMIT_REPLICAS")]
     pub ratelimit_replicas: u32,
 }

@@ -139,13 +139,14 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         limit_metrics,
     )
     .context("configuring Redis (--redis-url)")?;
-    limiter.set_replicas(listen.rate_limits.ratelimit_replicas);
+    let replicas_flag = listen.rate_limits.ratelimit_replicas;
+    limiter.set_replicas(replicas_flag);
     limiter.spawn_sweeper(std::time::Duration::from_secs(10));
     let proxy = Arc::new(Proxy::new(
         listen.proxy_config(),
         proxy_metrics,
         weir_auth::AuthRuntime::new(auth_metrics),
-        limiter,
+        limiter.clone(),
     ));
 
     let http = TcpListener::bind(listen.http_addr)
@@ -163,6 +164,7 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         watch_ingress_without_class: class.watch_ingress_without_class,
         allow_static_upstreams: false,
         default_backend: class.default_backend.clone(),
+        replicas_service: None,
     };
     let publisher = Publisher::new(tx, controller_metrics.clone());
     let provider_task = match source {
@@ -175,6 +177,8 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         }
         Source::Cluster(cluster) => {
             let client = kube_client(cluster.kubeconfig.as_deref()).await?;
+            // weir's own Service lists the live replicas (localShare limits).
+            options.replicas_service = cluster.publish_service.clone();
             // Without election this replica writes status alone.
             let (leader_tx, leader_rx) = watch::channel(cluster.election.is_none());
             {
@@ -218,6 +222,7 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
             loop {
                 let published = rx.borrow_and_update().clone();
                 if let Some(p) = published {
+                    limiter.set_replicas(p.snapshot.replicas.unwrap_or(replicas_flag));
                     proxy.install(&p.snapshot, p.generation);
                     ready.store(true, Ordering::Release);
                 }
