@@ -12,6 +12,8 @@ pub struct Redis {
     child: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// `requirepass`, which [`Redis::command`] sends first.
+    password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -37,10 +39,15 @@ impl Redis {
 
     /// Starts redis-server on `port` (e.g. again after [`Redis::kill`]).
     pub async fn start_on(port: u16) -> Redis {
-        Self::spawn(port, &[]).await
+        Self::spawn(port, &[], None).await
     }
 
-    async fn spawn(port: u16, extra: &[&str]) -> Redis {
+    /// Starts redis-server requiring `password` from every client.
+    pub async fn start_with_password(password: &str) -> Redis {
+        Self::spawn(free_port(), &["--requirepass", password], Some(password)).await
+    }
+
+    async fn spawn(port: u16, extra: &[&str], password: Option<&str>) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -62,6 +69,7 @@ impl Redis {
         let redis = Redis {
             child: Some(child),
             port,
+            password: password.map(str::to_owned),
         };
         crate::eventually(
             Duration::from_secs(10),
@@ -87,13 +95,27 @@ impl Redis {
     pub fn command(&self, command: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!("AUTH {p}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("{auth}{command}\r\n").as_bytes())
+            .ok()?;
         let mut out = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
             let n = s.read(&mut buf).ok()?;
             out.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&out);
+            let text = match &self.password {
+                Some(_) => match text.strip_prefix("+OK\r\n") {
+                    Some(rest) => std::borrow::Cow::Owned(rest.to_owned()),
+                    None if n == 0 => return None,
+                    None => continue,
+                },
+                None => text,
+            };
             // A simple reply is one line; a bulk reply says its length.
             if let Some(rest) = text.strip_prefix('$') {
                 let (len, body) = rest.split_once("\r\n")?;
@@ -175,7 +197,7 @@ impl RedisCluster {
                 "--dir",
                 &dir,
             ];
-            nodes.push(Redis::spawn(port, &extra).await);
+            nodes.push(Redis::spawn(port, &extra, None).await);
         }
         let per = 16384 / masters;
         for (i, node) in nodes.iter().enumerate() {
@@ -222,5 +244,65 @@ impl RedisCluster {
             .map(Redis::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// A redis-server that also serves TLS (`rediss://`) with a certificate for
+/// 127.0.0.1 from a CA made for the test; the plain port is for the test's
+/// own inspection.
+pub struct TlsRedis {
+    /// The server (its plain port).
+    pub redis: Redis,
+    /// The TLS port.
+    pub tls_port: u16,
+    /// The CA certificate, PEM.
+    pub ca_file: std::path::PathBuf,
+    _dir: crate::TempDir,
+}
+
+impl TlsRedis {
+    /// Makes a CA and a server certificate, and starts redis-server.
+    pub async fn start() -> TlsRedis {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("server params")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        let dir = crate::TempDir::new("redis-tls");
+        dir.write("ca.pem", &ca.pem());
+        dir.write("server.pem", &cert.pem());
+        dir.write("server.key", &key.serialize_pem());
+        let path = |name: &str| dir.0.join(name).to_string_lossy().into_owned();
+        let tls_port = free_port();
+        let extra = [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_string(),
+            path("server.pem"),
+            "--tls-key-file".to_string(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_string(),
+            path("ca.pem"),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let redis = Redis::spawn(free_port(), &extra, None).await;
+        TlsRedis {
+            redis,
+            tls_port,
+            ca_file: dir.0.join("ca.pem"),
+            _dir: dir,
+        }
+    }
+
+    /// `rediss://127.0.0.1:tls_port`.
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port)
     }
 }

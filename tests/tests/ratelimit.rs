@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weir_tests::client::{self, Reply};
-use weir_tests::redis::{Redis, RedisCluster};
+use weir_tests::redis::{Redis, RedisCluster, TlsRedis};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{TempDir, eventually, route_yaml};
@@ -462,6 +462,104 @@ async fn global_limit_holds_on_a_redis_cluster() {
             "no store errors on a healthy cluster: {text}"
         );
     }
+}
+
+/// A Redis that requires a password, given as a mounted Secret key would be
+/// (`--redis-password-file`): limits are shared through it, no store error.
+#[tokio::test]
+async fn a_password_from_a_file_authenticates_to_redis() {
+    let redis = Redis::start_with_password("s3cret-from-a-secret").await;
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-auth");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &global_rules(
+            "shared",
+            "api",
+            "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
+        ),
+    );
+    // Mounted Secret files often end with a newline.
+    dir.write("redis-password", "s3cret-from-a-secret\n");
+    let password = dir.0.join("redis-password");
+    let weir = Weir::serve(
+        &dir.0,
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--redis-password-file",
+            password.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(get(&weir, "api.test", &[]).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 429], "decided in Redis, not denied");
+    assert!(redis.calls("evalsha") + redis.calls("eval") >= 3);
+    let text = metrics(&weir).await;
+    assert!(
+        !text.contains("weir_ratelimit_store_errors_total{"),
+        "{text}"
+    );
+}
+
+/// `rediss://` to a Redis whose certificate a private CA signed, trusted
+/// through `--redis-ca-file`; without it, the system's roots refuse the
+/// certificate, and the rule's onStoreFailure answers.
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let tls = TlsRedis::start().await;
+    let up = Upstream::start("up").await;
+    let dir = TempDir::new("rl-tls");
+    dir.write(
+        "routes.yaml",
+        &route_yaml(
+            "api",
+            "api.test",
+            "/",
+            "Prefix",
+            "api",
+            &up.addr.to_string(),
+        ),
+    );
+    dir.write(
+        "limits.yaml",
+        &global_rules(
+            "shared",
+            "api",
+            "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
+        ),
+    );
+    let url = tls.url();
+    let ca = tls.ca_file.to_str().expect("utf-8 path");
+    let trusted = Weir::serve(&dir.0, &["--redis-url", &url, "--redis-ca-file", ca]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get(&trusted, "api.test", &[]).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "decided in Redis over TLS");
+    assert!(tls.redis.calls("evalsha") + tls.redis.calls("eval") >= 3);
+
+    let untrusted = Weir::serve(&dir.0, &["--redis-url", &url]).await;
+    let r = get(&untrusted, "api.test", &[]).await;
+    assert_eq!(r.status, 503, "an unverified Redis is not used");
+    assert_eq!(r.json()["error"], "rate_limit_unavailable");
 }
 
 /// Redis dies under load: no 5xx except the documented 503 of

@@ -174,10 +174,19 @@ pub enum StoreError {
     /// Unusable configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// The failure of a call this decision shared with others (batched on
+    /// a single node), by the kind it was counted as.
+    #[error("{message}")]
+    Shared {
+        /// [`StoreError`]'s metric label for the original error.
+        kind: &'static str,
+        /// The original error, rendered.
+        message: String,
+    },
 }
 
 impl StoreError {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout => "timeout",
             StoreError::CircuitOpen => "circuit_open",
@@ -188,6 +197,7 @@ impl StoreError {
             StoreError::Redis(_) => "redis",
             StoreError::Reply(_) => "reply",
             StoreError::Config(_) => "config",
+            StoreError::Shared { kind, .. } => kind,
         }
     }
 }

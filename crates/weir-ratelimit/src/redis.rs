@@ -10,26 +10,43 @@
 //! state lives in one slot; rules of one request generally live in
 //! different slots there, so Cluster mode sends one script per rule,
 //! concurrently, and only single-node mode has all-or-nothing across rules.
+//!
+//! On a single node, decisions are batched the way a database group-commits:
+//! a driver task sends a request's decision at once when fewer than
+//! [`MAX_IN_FLIGHT`] calls are out, and otherwise gathers every decision
+//! that queued meanwhile into the next call. An idle gateway pays no added
+//! latency; a busy one pays one script run for many requests, where the
+//! script's fixed cost in Redis (about 15 µs) and a round trip each would
+//! otherwise bound throughput. Requests in one call are decided in arrival
+//! order, each all-or-nothing, exactly as separate calls would be.
 
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::algorithm::{Algorithm, Limit, Outcome};
 use crate::{Bucket, StoreError};
 
 /// Mirrors [`crate::algorithm`]; keep the two in step (the end-to-end
-/// accuracy tests run this, the unit tests run the Rust).
+/// accuracy tests run this, the unit tests run the Rust). `ARGV[1]` is the
+/// number of requests in the call, `ARGV[2..]` how many rules each has,
+/// then four numbers per rule, one rule per key, in request order.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
-local writes = {}
-local all = true
-for i = 1, #KEYS do
-  local base = (i - 1) * 4
+local groups = tonumber(ARGV[1])
+local i = 0
+for g = 1, groups do
+  local writes = {}
+  local all = true
+  for j = 1, tonumber(ARGV[1 + g]) do
+  i = i + 1
+  local base = 1 + groups + (i - 1) * 4
   local alg = tonumber(ARGV[base + 1])
   local period = tonumber(ARGV[base + 2])
   local requests = tonumber(ARGV[base + 3])
@@ -85,11 +102,14 @@ for i = 1, #KEYS do
   end
   if allowed == 0 then all = false end
   out[i] = {allowed, remaining, reset, retry}
-end
-if all then
-  for i, v in pairs(writes) do
-    redis.call('HSET', KEYS[i], 'a', string.format('%.0f', v[1]), 'b', string.format('%.0f', v[2]), 'c', string.format('%.0f', v[3]))
-    redis.call('PEXPIRE', KEYS[i], math.floor(v[4] / 1000) + 1000)
+  end
+  -- A request's rules consume together or not at all; the next request in
+  -- the batch sees these writes, as it would in a call of its own.
+  if all then
+    for k, v in pairs(writes) do
+      redis.call('HSET', KEYS[k], 'a', string.format('%.0f', v[1]), 'b', string.format('%.0f', v[2]), 'c', string.format('%.0f', v[3]))
+      redis.call('PEXPIRE', KEYS[k], math.floor(v[4] / 1000) + 1000)
+    end
   end
 end
 return out
@@ -105,13 +125,36 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Password, when not in the URL (from a Secret or a file).
     pub password: Option<String>,
+    /// PEM CA certificates that sign the server's certificate for
+    /// `rediss://` (a private CA); the system's roots when `None`.
+    pub ca_pem: Option<Vec<u8>>,
     /// How long one decision may wait for Redis before it counts as a
     /// failure.
     pub timeout: Duration,
 }
 
+/// Calls out at once on a single node; more decisions wait and share the
+/// next call.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Rules decided in one call at most, so a call stays short in Redis
+/// (which runs nothing else meanwhile).
+const MAX_BATCH_RULES: usize = 256;
+/// Decisions waiting for the driver; beyond this, callers wait to queue
+/// (and time out like a slow Redis).
+const QUEUE: usize = 4096;
+
+/// One request's decision, waiting for the driver.
+struct Job {
+    checks: Vec<(Bucket, Limit)>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+}
+
 enum Conn {
-    Single(ConnectionManager),
+    /// The driver's queue, started on first use (inside the runtime).
+    Single {
+        manager: ConnectionManager,
+        queue: std::sync::OnceLock<mpsc::Sender<Job>>,
+    },
     /// Connected on first use (the client refuses to start without a
     /// reachable node); the connection then follows topology changes.
     Cluster {
@@ -125,6 +168,13 @@ pub struct RedisStore {
     conn: Conn,
     script: redis::Script,
     timeout: Duration,
+}
+
+fn tls_roots(ca_pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
+    }
 }
 
 fn algorithm_code(a: Algorithm) -> u8 {
@@ -154,6 +204,9 @@ impl RedisStore {
             if let Some(p) = &config.password {
                 builder = builder.password(p.clone());
             }
+            if let Some(ca) = &config.ca_pem {
+                builder = builder.certs(tls_roots(ca));
+            }
             let client = builder.build().map_err(StoreError::from)?;
             return Ok(RedisStore {
                 conn: Conn::Cluster {
@@ -174,7 +227,10 @@ impl RedisStore {
             let settings = info.redis_settings().clone().set_password(p.clone());
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)?;
+        let client = match &config.ca_pem {
+            Some(ca) => redis::Client::build_with_tls(info, tls_roots(ca))?,
+            None => redis::Client::open(info)?,
+        };
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(config.timeout))
@@ -182,7 +238,10 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2));
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(RedisStore {
-            conn: Conn::Single(manager),
+            conn: Conn::Single {
+                manager,
+                queue: std::sync::OnceLock::new(),
+            },
             script,
             timeout: config.timeout,
         })
@@ -199,9 +258,24 @@ impl RedisStore {
 
     async fn decide_inner(&self, checks: &[(Bucket, Limit)]) -> Result<Vec<Outcome>, StoreError> {
         match &self.conn {
-            Conn::Single(manager) => {
-                let mut conn = manager.clone();
-                self.invoke(&mut conn, checks).await
+            Conn::Single { manager, queue } => {
+                let queue = queue.get_or_init(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    tokio::spawn(drive(manager.clone(), self.script.clone(), rx));
+                    tx
+                });
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    checks: checks.to_vec(),
+                    reply,
+                };
+                queue
+                    .send(job)
+                    .await
+                    .map_err(|_| StoreError::Reply("the Redis driver stopped".into()))?;
+                answer
+                    .await
+                    .map_err(|_| StoreError::Reply("the Redis driver dropped a decision".into()))?
             }
             Conn::Cluster { client, conn } => {
                 let conn = conn
@@ -209,7 +283,8 @@ impl RedisStore {
                     .await?;
                 let calls = checks.iter().map(|check| {
                     let mut conn = conn.clone();
-                    async move { self.invoke(&mut conn, std::slice::from_ref(check)).await }
+                    let script = &self.script;
+                    async move { invoke(script, &mut conn, &[std::slice::from_ref(check)]).await }
                 });
                 let results = futures::future::join_all(calls).await;
                 let mut out = Vec::with_capacity(checks.len());
@@ -220,38 +295,100 @@ impl RedisStore {
             }
         }
     }
+}
 
-    async fn invoke<C: redis::aio::ConnectionLike>(
-        &self,
-        conn: &mut C,
-        checks: &[(Bucket, Limit)],
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        for (bucket, limit) in checks {
-            invocation
-                .key(key(bucket))
-                .arg(algorithm_code(limit.algorithm))
-                .arg(limit.period_us())
-                .arg(limit.requests.max(1))
-                .arg(limit.burst.max(1));
+/// The single-node driver: takes decisions from `queue`, at most
+/// [`MAX_IN_FLIGHT`] calls out at once, each carrying every decision that
+/// was waiting (up to [`MAX_BATCH_RULES`] rules). Ends when every sender is
+/// gone.
+async fn drive(manager: ConnectionManager, script: redis::Script, mut queue: mpsc::Receiver<Job>) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            job = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = job else { break };
+                let mut rules = first.checks.len();
+                let mut batch = vec![first];
+                while rules < MAX_BATCH_RULES {
+                    let Ok(job) = queue.try_recv() else { break };
+                    rules += job.checks.len();
+                    batch.push(job);
+                }
+                let mut conn = manager.clone();
+                let script = &script;
+                in_flight.push(async move {
+                    let groups: Vec<&[(Bucket, Limit)]> =
+                        batch.iter().map(|j| j.checks.as_slice()).collect();
+                    let result = invoke(script, &mut conn, &groups).await;
+                    answer(batch, result);
+                });
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
-        let rows: Vec<(i64, i64, i64, i64)> = invocation.invoke_async(conn).await?;
-        if rows.len() != checks.len() {
-            return Err(StoreError::Reply(format!(
-                "{} results for {} rules",
-                rows.len(),
-                checks.len()
-            )));
-        }
-        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-        Ok(rows
-            .into_iter()
-            .map(|(allowed, remaining, reset, retry)| Outcome {
-                allowed: allowed == 1,
-                remaining: u64::try_from(remaining).unwrap_or(0),
-                reset: us(reset),
-                retry_after: us(retry),
-            })
-            .collect())
     }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Hands each job its outcomes, or the call's error.
+fn answer(batch: Vec<Job>, result: Result<Vec<Outcome>, StoreError>) {
+    match result {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for job in batch {
+                let mine = outcomes.by_ref().take(job.checks.len()).collect();
+                // The caller may have timed out and gone: nothing to do.
+                let _ = job.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            let (kind, message) = (e.kind(), e.to_string());
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Shared {
+                    kind,
+                    message: message.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// One script run deciding `groups` (each a request's rules, all or
+/// nothing) in order; the outcomes of every rule, flat, in the same order.
+async fn invoke<C: redis::aio::ConnectionLike>(
+    script: &redis::Script,
+    conn: &mut C,
+    groups: &[&[(Bucket, Limit)]],
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(groups.len());
+    for group in groups {
+        invocation.arg(group.len());
+    }
+    let mut rules = 0;
+    for (bucket, limit) in groups.iter().flat_map(|g| g.iter()) {
+        rules += 1;
+        invocation
+            .key(key(bucket))
+            .arg(algorithm_code(limit.algorithm))
+            .arg(limit.period_us())
+            .arg(limit.requests.max(1))
+            .arg(limit.burst.max(1));
+    }
+    let rows: Vec<(i64, i64, i64, i64)> = invocation.invoke_async(conn).await?;
+    if rows.len() != rules {
+        return Err(StoreError::Reply(format!(
+            "{} results for {rules} rules",
+            rows.len()
+        )));
+    }
+    let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+    Ok(rows
+        .into_iter()
+        .map(|(allowed, remaining, reset, retry)| Outcome {
+            allowed: allowed == 1,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset: us(reset),
+            retry_after: us(retry),
+        })
+        .collect())
 }

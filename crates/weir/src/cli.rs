@@ -158,6 +158,11 @@ pub struct RateLimitArgs {
     /// File holding the Redis password (a mounted Secret key).
     #[arg(long, env = "WEIR_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<std::path::PathBuf>,
+    /// PEM file of the CA certificates that sign Redis's certificate, for
+    /// rediss:// with a private CA (a mounted Secret or ConfigMap key);
+    /// without it, the system's roots.
+    #[arg(long, env = "WEIR_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// How long a rate-limit decision waits for Redis before the rule's
     /// onStoreFailure applies.
     #[arg(long, default_value = "100ms", value_parser = duration, env = "WEIR_REDIS_TIMEOUT")]
@@ -195,10 +200,18 @@ impl RateLimitArgs {
             ),
             None => self.redis_password.clone(),
         };
+        let ca_pem = match &self.redis_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading --redis-ca-file {}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(Some(weir_ratelimit::redis::RedisConfig {
             urls: self.redis_url.clone(),
             cluster: self.redis_cluster,
             password,
+            ca_pem,
             timeout: self.redis_timeout.0,
         }))
     }
