@@ -64,6 +64,29 @@ where
     }
 }
 
+/// The value of one unlabelled series (`name value`) in Prometheus text.
+pub fn metric_value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::trim)
+}
+
+/// A manifest folder routing `api.test` (every path) to `upstream`; tests
+/// add their policies beside it.
+pub fn api_routes(tag: &str, upstream: std::net::SocketAddr) -> TempDir {
+    let dir = TempDir::new(tag);
+    let routes = route_yaml(
+        "api",
+        "api.test",
+        "/",
+        "Prefix",
+        "api",
+        &upstream.to_string(),
+    );
+    dir.write("routes.yaml", &routes);
+    dir
+}
+
 /// Manifests for one Service with static endpoints (`weir.dev/upstream`) and
 /// one Ingress path to it.
 pub fn route_yaml(

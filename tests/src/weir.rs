@@ -182,6 +182,20 @@ impl Weir {
         self.logs.lock().expect("log lock").clone()
     }
 
+    /// The admin port's Prometheus text; `None` while it does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        let m = crate::client::get(
+            &crate::client::http1(),
+            self.admin,
+            "admin",
+            "/metrics",
+            &[],
+        )
+        .await
+        .ok()?;
+        Some(String::from_utf8_lossy(&m.body).into_owned())
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status =

@@ -11,7 +11,7 @@ use weir_tests::client::{self, Reply};
 use weir_tests::jwt::{JwksServer, fixture_yaml_block, now, rsa_jwk, sign, signing_key};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, eventually, route_yaml};
+use weir_tests::{TempDir, api_routes, eventually, route_yaml};
 
 const HMAC: &str = "an-hmac-secret-of-at-least-32-bytes!";
 
@@ -84,21 +84,6 @@ stringData: {{secret: \"{HMAC}\"}}
     )
 }
 
-/// A manifest folder routing `api.test` to `up`; tests add their policy.
-fn api_routes(tag: &str, up: &Upstream) -> TempDir {
-    let dir = TempDir::new(tag);
-    let routes = route_yaml(
-        "api",
-        "api.test",
-        "/",
-        "Prefix",
-        "api",
-        &up.addr.to_string(),
-    );
-    dir.write("routes.yaml", &routes);
-    dir
-}
-
 async fn call(weir: &Weir, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
     let c = client::http1();
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -115,7 +100,7 @@ async fn call(weir: &Weir, token: Option<&str>, extra: &[(&str, &str)]) -> Reply
 async fn jwt_providers_and_attacks() {
     let jwks = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = api_routes("auth-jwt", &up);
+    let dir = api_routes("auth-jwt", up.addr);
     dir.write("policy.yaml", &policy_yaml(&jwks.uri()));
     // The identity provider is down at start: weir stays unready (it has
     // tried, and failed, at least twice) until the JWKS can be fetched.
@@ -275,10 +260,7 @@ async fn jwt_providers_and_attacks() {
     );
 
     // Decisions are counted per policy.
-    let metrics = client::get(&client::http1(), weir.admin, "admin", "/metrics", &[])
-        .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = weir.metrics().await.expect("metrics");
     assert!(
         text.contains(
             r#"weir_auth_decisions_total{policy="default/api-auth",result="unauthenticated"}"#
@@ -294,7 +276,7 @@ async fn jwt_providers_and_attacks() {
 async fn jwks_rotation_and_outage_cost_no_requests() {
     let jwks = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = api_routes("auth-rotation", &up);
+    let dir = api_routes("auth-rotation", up.addr);
     dir.write(
         "policy.yaml",
         &format!(
@@ -390,10 +372,7 @@ spec:
         failed.len(),
         failed.first()
     );
-    let metrics = client::get(&client::http1(), weir.admin, "admin", "/metrics", &[])
-        .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = weir.metrics().await.expect("metrics");
     let refetches = format!(
         "weir_jwks_unknown_kid_refetches_total{{source=\"{}\"}} 1",
         jwks.uri()
@@ -423,7 +402,7 @@ stringData: {{{}}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_rotate_and_revoke() {
     let up = Upstream::start("partners").await;
-    let dir = api_routes("auth-apikeys", &up);
+    let dir = api_routes("auth-apikeys", up.addr);
     dir.write(
         "policy.yaml",
         "apiVersion: weir.dev/v1alpha1
@@ -574,7 +553,7 @@ spec:
 async fn oidc_discovery_cookie_and_optional_mode() {
     let idp = JwksServer::start(vec![rsa_jwk("rsa1", "k1")]).await;
     let up = Upstream::start("api").await;
-    let dir = api_routes("auth-oidc", &up);
+    let dir = api_routes("auth-oidc", up.addr);
     dir.write(
         "policy.yaml",
         &format!(

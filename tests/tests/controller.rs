@@ -14,7 +14,7 @@ use weir_testkube::{Options, TestApiServer};
 use weir_tests::client::{get, http1};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{await_status, eventually};
+use weir_tests::{await_status, eventually, metric_value};
 
 fn kubectl_apply(server: &TestApiServer, cache: &std::path::Path, yaml: &str) {
     let mut child = Command::new("kubectl")
@@ -457,11 +457,8 @@ async fn watch_namespace_publish_service_and_metrics() {
     )
     .await;
     let replicas = || async {
-        let m = get(&http1(), weir.admin, "x", "/metrics", &[]).await.ok()?;
-        String::from_utf8_lossy(&m.body).lines().find_map(|l| {
-            l.strip_prefix("weir_ratelimit_replicas ")
-                .map(str::to_owned)
-        })
+        let text = weir.metrics().await?;
+        metric_value(&text, "weir_ratelimit_replicas").map(str::to_owned)
     };
     eventually(Duration::from_secs(10), "2 replicas", || async {
         (replicas().await.as_deref() == Some("2")).then_some(())

@@ -307,10 +307,7 @@ async fn policies_through_kubectl() {
     )
     .await;
 
-    let metrics = get(&client, weir.admin, "admin", "/metrics", &[])
-        .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = weir.metrics().await.expect("metrics");
     assert!(
         text.contains("weir_objects_invalid{kind=\"GatewayPolicy\"} 1"),
         "{text}"
@@ -331,10 +328,7 @@ async fn policies_through_kubectl() {
 
     // Only the Secrets policies use are cached: acme (selected) and
     // not-there (named), not the two unrelated ones.
-    let metrics = get(&client, weir.admin, "admin", "/metrics", &[])
-        .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = weir.metrics().await.expect("metrics");
     assert!(text.contains("weir_objects{kind=\"Secret\"} 2"), "{text}");
     assert!(
         text.contains("weir_objects_invalid{kind=\"GatewayPolicy\"} 0"),

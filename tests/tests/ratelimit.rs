@@ -9,7 +9,7 @@ use weir_tests::client::{self, Reply};
 use weir_tests::redis::{Redis, RedisCluster, TlsRedis};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, eventually, route_yaml};
+use weir_tests::{TempDir, api_routes, eventually, metric_value, route_yaml};
 
 fn policy(name: &str, ingress: &str, extra: &str, rules: &str) -> String {
     format!(
@@ -30,17 +30,21 @@ async fn get(weir: &Weir, host: &str, headers: &[(&str, &str)]) -> Reply {
 }
 
 fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
+    r.header(name)
         .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers))
 }
 
 async fn metrics(weir: &Weir) -> String {
-    let m = client::get(&client::http1(), weir.admin, "admin", "/metrics", &[])
-        .await
-        .expect("metrics");
-    String::from_utf8_lossy(&m.body).into_owned()
+    weir.metrics().await.expect("metrics")
+}
+
+/// The statuses of `n` requests to `api.test`, one after another.
+async fn statuses(weir: &Weir, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(weir, "api.test", &[]).await.status.as_u16());
+    }
+    out
 }
 
 #[tokio::test]
@@ -161,18 +165,7 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
 #[tokio::test]
 async fn a_flood_of_client_keys_stays_within_the_local_capacity() {
     let up = Upstream::start("up").await;
-    let dir = TempDir::new("rl-flood");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("rl-flood", up.addr);
     dir.write(
         "limits.yaml",
         &policy(
@@ -219,10 +212,8 @@ async fn a_flood_of_client_keys_stays_within_the_local_capacity() {
     .expect("request");
     assert_eq!(r.status, 429, "the newest address keeps its bucket");
     let text = metrics(&weir).await;
-    let keys: i64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("weir_ratelimit_local_keys "))
-        .and_then(|n| n.trim().parse().ok())
+    let keys: i64 = metric_value(&text, "weir_ratelimit_local_keys")
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no weir_ratelimit_local_keys in {text}"));
     assert!((900..=1024).contains(&keys), "{keys} keys held");
     println!(
@@ -357,18 +348,7 @@ fn assert_exact(results: &[KeyResult]) {
 async fn global_limit_holds_across_three_replicas() {
     let redis = Redis::start().await;
     let up = Upstream::start("up").await;
-    let dir = TempDir::new("rl-global");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("rl-global", up.addr);
     dir.write(
         "limits.yaml",
         &global_rules(
@@ -403,18 +383,7 @@ async fn global_limit_holds_across_three_replicas() {
 async fn global_limit_holds_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3).await;
     let up = Upstream::start("up").await;
-    let dir = TempDir::new("rl-cluster");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("rl-cluster", up.addr);
     dir.write(
         "limits.yaml",
         &global_rules(
@@ -470,18 +439,7 @@ async fn global_limit_holds_on_a_redis_cluster() {
 async fn a_password_from_a_file_authenticates_to_redis() {
     let redis = Redis::start_with_password("s3cret-from-a-secret").await;
     let up = Upstream::start("up").await;
-    let dir = TempDir::new("rl-auth");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("rl-auth", up.addr);
     dir.write(
         "limits.yaml",
         &global_rules(
@@ -503,14 +461,11 @@ async fn a_password_from_a_file_authenticates_to_redis() {
         ],
     )
     .await;
-    let statuses: Vec<u16> = {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(get(&weir, "api.test", &[]).await.status.as_u16());
-        }
-        v
-    };
-    assert_eq!(statuses, [200, 200, 429], "decided in Redis, not denied");
+    assert_eq!(
+        statuses(&weir, 3).await,
+        [200, 200, 429],
+        "decided in Redis, not denied"
+    );
     assert!(redis.calls("evalsha") + redis.calls("eval") >= 3);
     let text = metrics(&weir).await;
     assert!(
@@ -526,18 +481,7 @@ async fn a_password_from_a_file_authenticates_to_redis() {
 async fn rediss_with_a_private_ca() {
     let tls = TlsRedis::start().await;
     let up = Upstream::start("up").await;
-    let dir = TempDir::new("rl-tls");
-    dir.write(
-        "routes.yaml",
-        &route_yaml(
-            "api",
-            "api.test",
-            "/",
-            "Prefix",
-            "api",
-            &up.addr.to_string(),
-        ),
-    );
+    let dir = api_routes("rl-tls", up.addr);
     dir.write(
         "limits.yaml",
         &global_rules(
@@ -549,11 +493,11 @@ async fn rediss_with_a_private_ca() {
     let url = tls.url();
     let ca = tls.ca_file.to_str().expect("utf-8 path");
     let trusted = Weir::serve(&dir.0, &["--redis-url", &url, "--redis-ca-file", ca]).await;
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(get(&trusted, "api.test", &[]).await.status.as_u16());
-    }
-    assert_eq!(statuses, [200, 200, 429], "decided in Redis over TLS");
+    assert_eq!(
+        statuses(&trusted, 3).await,
+        [200, 200, 429],
+        "decided in Redis over TLS"
+    );
     assert!(tls.redis.calls("evalsha") + tls.redis.calls("eval") >= 3);
 
     let untrusted = Weir::serve(&dir.0, &["--redis-url", &url]).await;

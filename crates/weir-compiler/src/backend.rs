@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::api::networking::v1::IngressBackend;
 use weir_snapshot::{RouteAction, Upstream, UpstreamName, VirtualHost};
 
@@ -65,23 +65,16 @@ impl<'a> Resolver<'a> {
     /// all its EndpointSlices and ports (a dual-stack pod appears in an IPv4
     /// and an IPv6 slice and counts once).
     pub(crate) fn ready_pods(&self, namespace: &str, name: &str) -> u32 {
-        let mut pods = BTreeSet::new();
-        for slice in self.slices.get(&(namespace, name)).into_iter().flatten() {
-            for endpoint in &slice.endpoints {
-                // A nil `ready` means ready, as in `ready_endpoints`.
-                let ready = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
-                let pod = match &endpoint.target_ref {
-                    Some(r) => r.name.as_deref().map(|n| format!("pod/{n}")),
-                    None => endpoint.addresses.first().map(|a| format!("ip/{a}")),
-                };
-                if let Some(pod) = pod.filter(|_| ready) {
-                    pods.insert(pod);
-                }
-            }
+        // A pod by its name, or by its address when the slice names none
+        // (the two kinds apart: a pod may be named like an address).
+        let mut pods: BTreeSet<(bool, &str)> = BTreeSet::new();
+        let slices = self.slices.get(&(namespace, name)).into_iter().flatten();
+        for endpoint in slices.flat_map(|s| &s.endpoints).filter(|e| is_ready(e)) {
+            let pod = match &endpoint.target_ref {
+                Some(r) => r.name.as_deref().map(|n| (true, n)),
+                None => endpoint.addresses.first().map(|a| (false, a.as_str())),
+            };
+            pods.extend(pod);
         }
         u32::try_from(pods.len()).unwrap_or(u32::MAX)
     }
@@ -282,6 +275,16 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// Whether an endpoint takes traffic. A nil `ready` means ready: the API
+/// says consumers should assume so.
+fn is_ready(endpoint: &Endpoint) -> bool {
+    endpoint
+        .conditions
+        .as_ref()
+        .and_then(|c| c.ready)
+        .unwrap_or(true)
+}
+
 /// Adds the ready endpoints of `slice` for `service_port` to `out`.
 fn ready_endpoints(
     slice: &EndpointSlice,
@@ -306,16 +309,7 @@ fn ready_endpoints(
     else {
         return;
     };
-    for endpoint in &slice.endpoints {
-        // A nil `ready` means ready: the API says consumers should assume so.
-        let ready = endpoint
-            .conditions
-            .as_ref()
-            .and_then(|c| c.ready)
-            .unwrap_or(true);
-        if !ready {
-            continue;
-        }
+    for endpoint in slice.endpoints.iter().filter(|e| is_ready(e)) {
         // All addresses of one endpoint are the same pod; the first suffices.
         if let Some(ip) = endpoint
             .addresses

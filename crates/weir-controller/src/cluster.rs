@@ -68,13 +68,15 @@ fn key<K: Resource>(o: &K) -> ObjectKey {
     )
 }
 
-fn keyed<K>(stores: &[Store<K>]) -> std::collections::BTreeMap<ObjectKey, Arc<K>>
+fn keyed<'a, K>(
+    stores: impl IntoIterator<Item = &'a Store<K>>,
+) -> std::collections::BTreeMap<ObjectKey, Arc<K>>
 where
-    K: Resource + Clone,
+    K: Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     stores
-        .iter()
+        .into_iter()
         .flat_map(Store::state)
         .map(|o| (key(o.as_ref()), o))
         .collect()
@@ -91,14 +93,7 @@ impl Stores {
                 .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
                 .collect(),
             services: keyed(&self.services),
-            endpoint_slices: keyed(
-                &self
-                    .slices
-                    .iter()
-                    .chain(self.peers.as_ref())
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            ),
+            endpoint_slices: keyed(self.slices.iter().chain(&self.peers)),
             policies: keyed(&self.policies),
             secrets: secrets.secrets(),
         }

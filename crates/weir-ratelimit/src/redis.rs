@@ -45,63 +45,63 @@ for g = 1, groups do
   local writes = {}
   local all = true
   for j = 1, tonumber(ARGV[1 + g]) do
-  i = i + 1
-  local base = 1 + groups + (i - 1) * 4
-  local alg = tonumber(ARGV[base + 1])
-  local period = tonumber(ARGV[base + 2])
-  local requests = tonumber(ARGV[base + 3])
-  local burst = tonumber(ARGV[base + 4])
-  local s = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
-  local a = tonumber(s[1])
-  local b = tonumber(s[2]) or 0
-  local c = tonumber(s[3]) or 0
-  local allowed, remaining, reset, retry
-  if alg == 1 then
-    local interval = math.max(1, math.floor(period / requests))
-    local span = math.max(1, burst) * interval
-    local tat = math.max(a or now, now)
-    local nxt = tat + interval
-    if nxt - now > span then
-      allowed, remaining, reset, retry = 0, 0, tat - now, nxt - now - span
-    else
-      allowed, remaining, reset, retry = 1, math.floor((span - (nxt - now)) / interval), nxt - now, 0
-      writes[i] = {nxt, 0, 0, nxt - now}
-    end
-  elseif alg == 2 then
-    local w = math.floor(now / period)
-    local count = 0
-    if a == w then count = c end
-    reset = (w + 1) * period - now
-    if count + 1 > requests then
-      allowed, remaining, retry = 0, 0, reset
-    else
-      allowed, remaining, retry = 1, requests - count - 1, 0
-      writes[i] = {w, 0, count + 1, reset}
-    end
-  else
-    local w = math.floor(now / period)
-    local prev, cur = 0, 0
-    if a == w then prev, cur = b, c elseif a == w - 1 then prev, cur = c, 0 end
-    local e = now - w * period
-    local est = prev * (period - e) / period + cur
-    reset = 2 * period - e
-    if est + 1 > requests then
-      allowed, remaining = 0, 0
-      if cur + 1 > requests or prev == 0 then
-        local wait = 0
-        if cur > 0 then wait = math.max(0, period * (1 - (requests - 1) / cur)) end
-        retry = math.ceil((period - e) + wait)
+    i = i + 1
+    local base = 1 + groups + (i - 1) * 4
+    local alg = tonumber(ARGV[base + 1])
+    local period = tonumber(ARGV[base + 2])
+    local requests = tonumber(ARGV[base + 3])
+    local burst = tonumber(ARGV[base + 4])
+    local s = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
+    local a = tonumber(s[1])
+    local b = tonumber(s[2]) or 0
+    local c = tonumber(s[3]) or 0
+    local allowed, remaining, reset, retry
+    if alg == 1 then
+      local interval = math.max(1, math.floor(period / requests))
+      local span = math.max(1, burst) * interval
+      local tat = math.max(a or now, now)
+      local nxt = tat + interval
+      if nxt - now > span then
+        allowed, remaining, reset, retry = 0, 0, tat - now, nxt - now - span
       else
-        local needed = period - period * (requests - 1 - cur) / prev
-        retry = math.ceil(math.max(1, needed - e))
+        allowed, remaining, reset, retry = 1, math.floor((span - (nxt - now)) / interval), nxt - now, 0
+        writes[i] = {nxt, 0, 0, nxt - now}
+      end
+    elseif alg == 2 then
+      local w = math.floor(now / period)
+      local count = 0
+      if a == w then count = c end
+      reset = (w + 1) * period - now
+      if count + 1 > requests then
+        allowed, remaining, retry = 0, 0, reset
+      else
+        allowed, remaining, retry = 1, requests - count - 1, 0
+        writes[i] = {w, 0, count + 1, reset}
       end
     else
-      allowed, remaining, retry = 1, math.floor(requests - est - 1), 0
-      writes[i] = {w, prev, cur + 1, reset}
+      local w = math.floor(now / period)
+      local prev, cur = 0, 0
+      if a == w then prev, cur = b, c elseif a == w - 1 then prev, cur = c, 0 end
+      local e = now - w * period
+      local est = prev * (period - e) / period + cur
+      reset = 2 * period - e
+      if est + 1 > requests then
+        allowed, remaining = 0, 0
+        if cur + 1 > requests or prev == 0 then
+          local wait = 0
+          if cur > 0 then wait = math.max(0, period * (1 - (requests - 1) / cur)) end
+          retry = math.ceil((period - e) + wait)
+        else
+          local needed = period - period * (requests - 1 - cur) / prev
+          retry = math.ceil(math.max(1, needed - e))
+        end
+      else
+        allowed, remaining, retry = 1, math.floor(requests - est - 1), 0
+        writes[i] = {w, prev, cur + 1, reset}
+      end
     end
-  end
-  if allowed == 0 then all = false end
-  out[i] = {allowed, remaining, reset, retry}
+    if allowed == 0 then all = false end
+    out[i] = {allowed, remaining, reset, retry}
   end
   -- A request's rules consume together or not at all; the next request in
   -- the batch sees these writes, as it would in a call of its own.
