@@ -376,6 +376,85 @@ async fn global_limit_holds_across_three_replicas() {
     assert!(noscript <= 6, "{noscript} NOSCRIPT replies");
 }
 
+/// A limit far from exhausted is leased: each replica takes a few tokens
+/// per script run and spends them without a round trip, and still never
+/// admits a request Redis did not grant. A burst of 6000 that never
+/// refills (1 per hour) shared by three replicas: leases of 13 tokens
+/// (1/150 of the burst per replica), so exactly the burst is admitted
+/// less at most the tokens still leased when the clients stop (1 %), in
+/// about one script run per ten requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roomy_limits_are_leased_and_still_exact() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let dir = api_routes("rl-lease", up.addr);
+    dir.write(
+        "limits.yaml",
+        &global_rules(
+            "roomy",
+            "api",
+            "{name: roomy, requests: 1, per: 1h, burst: 6000}",
+        ),
+    );
+    let url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas
+            .push(Weir::serve(&dir.0, &["--redis-url", &url, "--ratelimit-replicas", "3"]).await);
+    }
+    let addrs: Arc<Vec<_>> = Arc::new(replicas.iter().map(|w| w.http).collect());
+    let (admitted, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let (addrs, admitted, other) = (addrs.clone(), admitted.clone(), other.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = client::http1();
+            // Each client stops at its first 429 (or at the deadline, which
+            // the assertions below then catch).
+            for i in c.. {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let addr = addrs[i % addrs.len()];
+                match client::get(&client, addr, "api.test", "/", &[]).await {
+                    Ok(r) if r.status == 200 => admitted.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) if r.status == 429 => break,
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let admitted = admitted.load(Ordering::Relaxed);
+    let runs = redis.calls("evalsha") + redis.calls("eval");
+    println!("admitted {admitted} of a burst of 6000 in {runs} script runs");
+    assert_eq!(other.load(Ordering::Relaxed), 0, "only 200 and 429");
+    assert!(
+        admitted <= 6000,
+        "{admitted} admitted: more than Redis granted"
+    );
+    assert!(
+        admitted >= 5940,
+        "{admitted} admitted: more than 1 % left leased"
+    );
+    assert!(
+        runs * 5 <= admitted as u64,
+        "{runs} script runs for {admitted} requests: not leased"
+    );
+    for w in &replicas {
+        let text = metrics(w).await;
+        let leased =
+            metric_value(&text, "weir_ratelimit_leased_total").and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            leased.is_some_and(|n| n > 100.0),
+            "{leased:?} leased decisions"
+        );
+    }
+}
+
 /// The same accuracy on a Redis Cluster of three masters: each tenant's
 /// bucket lives in one slot, the tenants spread over the masters, and every
 /// decision is still one script run on the master that owns the bucket.

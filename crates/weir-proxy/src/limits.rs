@@ -166,7 +166,7 @@ impl PolicyLimits {
     /// Decides one request. `route` names the route for `route` keys.
     pub(crate) async fn check(
         &self,
-        limiter: &RateLimiter,
+        limiter: &Arc<RateLimiter>,
         request: &HeaderMap,
         client: ClientAddr<'_>,
         caller: &Caller<'_>,

@@ -7,6 +7,8 @@
 //!   and the fallback when Redis is unreachable).
 //! - [`redis`]: the shared store, one atomic Lua script per decision with
 //!   Redis's own clock, single node or Cluster.
+//! - [`lease`]: tokens a replica takes ahead from Redis for keys far from
+//!   their limit, so those cost a fraction of a round trip per request.
 //! - [`breaker`]: stops requests from waiting on a failing Redis.
 //!
 //! The [`RateLimiter`] outlives snapshots (it is built once per process), so
@@ -15,6 +17,7 @@
 
 pub mod algorithm;
 pub mod breaker;
+pub mod lease;
 pub mod local;
 mod metrics;
 pub mod redis;
@@ -207,6 +210,7 @@ impl StoreError {
 pub struct RateLimiter {
     local: LocalStore,
     store: Option<redis::RedisStore>,
+    leases: lease::Leases,
     breaker: Breaker,
     replicas: AtomicU32,
     metrics: RateLimitMetrics,
@@ -225,6 +229,7 @@ impl RateLimiter {
         let limiter = Arc::new(RateLimiter {
             local: LocalStore::new(local_capacity, metrics.local_keys.clone()),
             store,
+            leases: lease::Leases::default(),
             breaker: Breaker::new(metrics.breaker_open.clone()),
             replicas: AtomicU32::new(1),
             metrics,
@@ -270,7 +275,7 @@ impl RateLimiter {
     /// trip; global rules go to the store in one call; local rules consume
     /// only once the store admitted. Never fails: a store failure becomes
     /// each rule's `onStoreFailure`.
-    pub async fn check(&self, checks: &[Check]) -> Vec<Decision> {
+    pub async fn check(self: &Arc<Self>, checks: &[Check]) -> Vec<Decision> {
         let (local_idx, global_idx): (Vec<usize>, Vec<usize>) = (0..checks.len())
             .partition(|&i| checks[i].scope == Scope::Local || self.store.is_none());
         let local: Vec<(Bucket, Limit)> = local_idx
@@ -286,29 +291,8 @@ impl RateLimiter {
                 return finish(checks, out);
             }
         }
-        if !global_idx.is_empty() {
-            let global: Vec<(Bucket, Limit)> = global_idx
-                .iter()
-                .map(|&i| (checks[i].bucket, checks[i].limit))
-                .collect();
-            match self.store_decide(&global).await {
-                Ok(outcomes) => {
-                    let refused = outcomes.iter().any(|o| !o.allowed);
-                    record(&mut out, outcomes, Source::Store, &global_idx);
-                    if refused {
-                        return finish(checks, out);
-                    }
-                }
-                Err(e) => {
-                    if !matches!(e, StoreError::CircuitOpen) {
-                        tracing::debug!(error = %e, "Rate-limit store failed.");
-                    }
-                    let refused = self.fallback(checks, &global_idx, &mut out);
-                    if refused {
-                        return finish(checks, out);
-                    }
-                }
-            }
+        if !global_idx.is_empty() && self.decide_global(checks, &global_idx, &mut out).await {
+            return finish(checks, out);
         }
         if !local.is_empty() {
             let outcomes = self.local.decide(&local);
@@ -317,7 +301,97 @@ impl RateLimiter {
         finish(checks, out)
     }
 
-    async fn store_decide(&self, global: &[(Bucket, Limit)]) -> Result<Vec<Outcome>, StoreError> {
+    /// Decides the global checks: from this replica's leases where it holds
+    /// tokens, the rest in one store call (asking for leases where a rule
+    /// has room). Returns whether any refused.
+    async fn decide_global(
+        self: &Arc<Self>,
+        checks: &[Check],
+        global_idx: &[usize],
+        out: &mut [Option<Decision>],
+    ) -> bool {
+        let now = std::time::Instant::now();
+        let mut leased = Vec::new();
+        let mut asked = Vec::with_capacity(global_idx.len());
+        for &i in global_idx {
+            match self.leases.take(&checks[i].bucket, now) {
+                Some(taken) => {
+                    if let Some(want) = taken.refill {
+                        self.spawn_refill(checks[i].bucket, checks[i].limit, want);
+                    }
+                    leased.push((i, taken.outcome));
+                }
+                None => asked.push(i),
+            }
+        }
+        let give_back = |leased: &[(usize, Outcome)]| {
+            for &(i, _) in leased {
+                self.leases.give_back(&checks[i].bucket);
+            }
+        };
+        for &(i, outcome) in &leased {
+            out[i] = Some(Decision {
+                outcome,
+                source: Source::Store,
+            });
+        }
+        if asked.is_empty() {
+            self.metrics.leased.inc_by(leased.len() as u64);
+            return false;
+        }
+        let asks: Vec<redis::Ask> = asked
+            .iter()
+            .map(|&i| {
+                let c = &checks[i];
+                (c.bucket, c.limit, self.leases.want(&c.bucket))
+            })
+            .collect();
+        match self.store_decide(&asks).await {
+            Ok(grants) => {
+                let refused = grants.iter().any(|g| g.tokens == 0);
+                if refused {
+                    give_back(&leased);
+                } else {
+                    self.metrics.leased.inc_by(leased.len() as u64);
+                    let replicas = self.replicas.load(Ordering::Relaxed);
+                    for (grant, (bucket, limit, _)) in grants.iter().zip(&asks) {
+                        self.leases.keep(bucket, limit, replicas, grant, false, now);
+                    }
+                }
+                let outcomes = grants.into_iter().map(|g| g.outcome).collect();
+                record(out, outcomes, Source::Store, &asked);
+                refused
+            }
+            Err(e) => {
+                give_back(&leased);
+                if !matches!(e, StoreError::CircuitOpen) {
+                    tracing::debug!(error = %e, "Rate-limit store failed.");
+                }
+                self.fallback(checks, global_idx, out)
+            }
+        }
+    }
+
+    /// Tops up a half-spent lease without making any request wait.
+    fn spawn_refill(self: &Arc<Self>, bucket: Bucket, limit: Limit, want: u32) {
+        let limiter = Arc::clone(self);
+        tokio::spawn(async move {
+            match limiter.store_decide(&[(bucket, limit, want)]).await {
+                Ok(grants) => {
+                    let replicas = limiter.replicas.load(Ordering::Relaxed);
+                    for grant in &grants {
+                        let now = std::time::Instant::now();
+                        limiter
+                            .leases
+                            .keep(&bucket, &limit, replicas, grant, true, now);
+                    }
+                }
+                Err(_) => limiter.leases.refill_failed(&bucket),
+            }
+        });
+    }
+
+    async fn store_decide(&self, global: &[redis::Ask]) -> Result<Vec<lease::Grant>, StoreError> {
         let Some(store) = &self.store else {
             return Err(StoreError::Config("no store".into()));
         };

@@ -14,6 +14,7 @@ pub struct RateLimitMetrics {
     pub(crate) breaker_open: IntGauge,
     pub(crate) local_keys: IntGauge,
     pub(crate) replicas: IntGauge,
+    pub(crate) leased: prometheus::IntCounter,
 }
 
 impl RateLimitMetrics {
@@ -55,6 +56,11 @@ impl RateLimitMetrics {
             "Replicas a global limit is divided among while the store is down (localShare).",
         )?;
         replicas.set(1);
+        let leased = prometheus::IntCounter::new(
+            "weir_ratelimit_leased_total",
+            "Global decisions served from tokens this replica leased from the shared store (no round trip).",
+        )?;
+        registry.register(Box::new(leased.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
@@ -68,6 +74,7 @@ impl RateLimitMetrics {
             breaker_open,
             local_keys,
             replicas,
+            leased,
         })
     }
 }

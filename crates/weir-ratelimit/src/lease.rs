@@ -1,0 +1,333 @@
+//! Tokens leased from the shared store: when a global bucket has plenty of
+//! room, one Redis call takes several tokens for this replica, and the next
+//! requests on that bucket spend them without a round trip. When half a
+//! lease is spent, one background call (never a request) tops it up, so a
+//! busy key far from its limit costs about one call per [`MAX_LEASE`]
+//! requests and no request waits on Redis; a key near its limit is asked
+//! for one token at a time, exactly as without leases.
+//!
+//! Why this cannot loosen a limit by more than 1 %: leased tokens are
+//! consumed in Redis when granted, so the store's own accounting is exact.
+//! The only slack is tokens granted but not yet spent, which can meet a
+//! bucket that refilled meanwhile. A lease is at most 1/150 of the rule's
+//! capacity (`burst` for GCRA, `requests` for windows) divided by the
+//! replica count, and a replica holds at most one and a half leases, so all
+//! replicas together hold at most 1 % of it; rules smaller than 150 ×
+//! replicas never lease. A lease expires after a tenth of the period (at
+//! most a second), and a fixed-window lease at its window's end, so tokens
+//! never move into a later window. Unspent tokens are dropped: a lease can
+//! only cost admissions, never add them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::Bucket;
+use crate::algorithm::{Algorithm, Limit, Outcome};
+
+/// The most tokens one call takes for a replica.
+pub const MAX_LEASE: u32 = 256;
+/// A lease lives at most this long (and a tenth of the rule's period).
+const MAX_TTL: Duration = Duration::from_secs(1);
+const SHARDS: usize = 64;
+/// Leases held per shard; a full shard is emptied (its tokens dropped),
+/// which keeps a flood of distinct keys O(1) per request.
+const PER_SHARD: usize = 1024;
+
+/// What the store granted one rule of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The rule's answer for this request (`remaining` counts after every
+    /// granted token).
+    pub outcome: Outcome,
+    /// Tokens taken: 0 when refused, otherwise this request's one plus
+    /// any leased ahead.
+    pub tokens: u32,
+}
+
+struct Lease {
+    tokens: u32,
+    granted: Instant,
+    expires: Instant,
+    /// The store's `remaining` and `reset` right after the grant.
+    remaining: u64,
+    reset: Duration,
+    /// Tokens to ask for on the next call.
+    next: u32,
+    /// A background top-up is out.
+    refilling: bool,
+}
+
+/// A token spent from a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The rule's answer, from what the store said at the grant.
+    pub outcome: Outcome,
+    /// Ask the store for this many more tokens in the background: half the
+    /// lease is spent and no top-up is out.
+    pub refill: Option<u32>,
+}
+
+/// Leases by bucket, sharded like the local store.
+pub struct Leases {
+    shards: Box<[Mutex<HashMap<Bucket, Lease>>]>,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+/// Tokens one replica asks for at once, given the store's `remaining`:
+/// 1/150 of the capacity and half of what is left, shared by the replicas.
+pub fn lease_size(limit: &Limit, remaining: u64, replicas: u32) -> u32 {
+    let capacity = match limit.algorithm {
+        Algorithm::Gcra => limit.burst,
+        Algorithm::FixedWindow | Algorithm::SlidingWindow => limit.requests,
+    };
+    let n = u64::from(replicas.max(1));
+    let size = (capacity / (150 * n)).min(remaining / (2 * n));
+    u32::try_from(size).unwrap_or(MAX_LEASE).clamp(1, MAX_LEASE)
+}
+
+impl Leases {
+    fn shard(&self, bucket: &Bucket) -> std::sync::MutexGuard<'_, HashMap<Bucket, Lease>> {
+        // The bucket id is a digest (uniform bytes); a poisoned shard holds
+        // valid leases (each write is one insert or field update).
+        self.shards[usize::from(bucket.0[1]) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spends one leased token, if this replica holds a live one.
+    pub fn take(&self, bucket: &Bucket, now: Instant) -> Option<Taken> {
+        let mut shard = self.shard(bucket);
+        let lease = shard.get_mut(bucket)?;
+        if lease.tokens == 0 || now >= lease.expires {
+            return None;
+        }
+        lease.tokens -= 1;
+        let refill = (!lease.refilling && lease.tokens * 2 < lease.next).then(|| {
+            lease.refilling = true;
+            lease.next
+        });
+        Some(Taken {
+            outcome: Outcome {
+                allowed: true,
+                remaining: lease.remaining + u64::from(lease.tokens),
+                reset: lease
+                    .reset
+                    .saturating_sub(now.saturating_duration_since(lease.granted)),
+                retry_after: Duration::ZERO,
+            },
+            refill,
+        })
+    }
+
+    /// A top-up failed (the store is down or slow): the next request past
+    /// half the lease tries again.
+    pub fn refill_failed(&self, bucket: &Bucket) {
+        if let Some(lease) = self.shard(bucket).get_mut(bucket) {
+            lease.refilling = false;
+        }
+    }
+
+    /// Returns a token taken by [`Leases::take`] for a request that another
+    /// rule refused (a request consumes from all its rules or none).
+    pub fn give_back(&self, bucket: &Bucket) {
+        if let Some(lease) = self.shard(bucket).get_mut(bucket) {
+            lease.tokens = lease.tokens.saturating_add(1);
+        }
+    }
+
+    /// How many tokens to ask the store for: 1 until a grant showed room,
+    /// and 1 while a top-up is out (requests that ran the lease dry before
+    /// it lands need only their own token).
+    pub fn want(&self, bucket: &Bucket) -> u32 {
+        self.shard(bucket)
+            .get(bucket)
+            .map_or(1, |l| if l.refilling { 1 } else { l.next })
+    }
+
+    /// Keeps the granted tokens no request has spent yet (all of a
+    /// `top_up`; all but the asking request's one otherwise), and sizes
+    /// the next ask from the store's `remaining`.
+    pub fn keep(
+        &self,
+        bucket: &Bucket,
+        limit: &Limit,
+        replicas: u32,
+        grant: &Grant,
+        top_up: bool,
+        now: Instant,
+    ) {
+        let spare = if top_up {
+            grant.tokens
+        } else {
+            grant.tokens.saturating_sub(1)
+        };
+        let next = lease_size(limit, grant.outcome.remaining, replicas);
+        let mut shard = self.shard(bucket);
+        if spare == 0 && next == 1 {
+            // Nothing to remember: the next call asks for one token anyway.
+            shard.remove(bucket);
+            return;
+        }
+        let period_ttl = limit.period / 10;
+        let mut ttl = MAX_TTL.min(period_ttl);
+        if limit.algorithm == Algorithm::FixedWindow {
+            ttl = ttl.min(grant.outcome.reset);
+        }
+        if shard.len() >= PER_SHARD && !shard.contains_key(bucket) {
+            shard.clear();
+        }
+        let live = shard.get(bucket).filter(|l| now < l.expires);
+        let held = live.map_or(0, |l| l.tokens);
+        // A request's grant leaves a top-up that is still out in flight.
+        let refilling = !top_up && live.is_some_and(|l| l.refilling);
+        shard.insert(
+            *bucket,
+            Lease {
+                tokens: (held + spare).min(next + next / 2),
+                granted: now,
+                expires: now + ttl,
+                remaining: grant.outcome.remaining,
+                reset: grant.outcome.reset,
+                next,
+                refilling,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gcra(requests: u64, burst: u64) -> Limit {
+        Limit {
+            algorithm: Algorithm::Gcra,
+            requests,
+            period: Duration::from_secs(1),
+            burst,
+        }
+    }
+
+    fn grant(tokens: u32, remaining: u64) -> Grant {
+        Grant {
+            outcome: Outcome {
+                allowed: tokens > 0,
+                remaining,
+                reset: Duration::from_millis(500),
+                retry_after: Duration::ZERO,
+            },
+            tokens,
+        }
+    }
+
+    #[test]
+    fn leases_are_a_fraction_of_capacity_across_replicas() {
+        // Small rules never lease: every request is decided by the store.
+        assert_eq!(lease_size(&gcra(10, 10), 10, 1), 1);
+        assert_eq!(lease_size(&gcra(1000, 299), 299, 1), 1);
+        // 1/150 of the burst, divided among the replicas.
+        assert_eq!(lease_size(&gcra(1000, 4500), 4500, 3), 10);
+        // Never more than half of what is left per replica...
+        assert_eq!(lease_size(&gcra(1000, 3000), 8, 1), 4);
+        // ...and at most MAX_LEASE.
+        assert_eq!(
+            lease_size(&gcra(1_000_000_000, 1_000_000_000), u64::MAX, 1),
+            MAX_LEASE
+        );
+    }
+
+    #[test]
+    fn spare_tokens_are_spent_until_gone_or_expired() {
+        let leases = Leases::default();
+        let b = Bucket([7; 16]);
+        let limit = gcra(100_000, 100_000);
+        let t0 = Instant::now();
+        assert_eq!(leases.want(&b), 1);
+        leases.keep(&b, &limit, 1, &grant(3, 50_000), false, t0);
+        assert_eq!(leases.want(&b), MAX_LEASE);
+        let first = leases.take(&b, t0).map(|t| t.outcome.remaining);
+        assert_eq!(first, Some(50_001));
+        assert!(leases.take(&b, t0).is_some());
+        assert!(leases.take(&b, t0).is_none(), "two spare tokens only");
+        leases.give_back(&b);
+        assert!(
+            leases.take(&b, t0).is_some(),
+            "a returned token is spent again"
+        );
+        leases.keep(&b, &limit, 1, &grant(5, 50_000), false, t0);
+        assert!(
+            leases.take(&b, t0 + Duration::from_millis(100)).is_none(),
+            "a lease lives a tenth of the period"
+        );
+    }
+
+    #[test]
+    fn one_top_up_at_a_time_once_half_is_spent() {
+        let leases = Leases::default();
+        let b = Bucket([5; 16]);
+        let limit = gcra(1_000_000, 1_000_000);
+        let t0 = Instant::now();
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        let refills: Vec<Option<u32>> = (0..200)
+            .map(|_| leases.take(&b, t0).and_then(|t| t.refill))
+            .collect();
+        // 256 held: the 129th spend leaves 127 < 256 / 2.
+        assert_eq!(refills.iter().position(Option::is_some), Some(128));
+        assert_eq!(refills.iter().flatten().count(), 1, "one top-up out");
+        assert_eq!(leases.want(&b), 1, "only its own token while one is out");
+        // A request's own grant leaves the top-up out...
+        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, t0);
+        assert_eq!(leases.want(&b), 1);
+        // ...a failed one lets the next spend try again...
+        leases.refill_failed(&b);
+        assert_eq!(leases.take(&b, t0).and_then(|t| t.refill), Some(MAX_LEASE));
+        // ...and a landed one ends it, adding to the 55 tokens left...
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        assert_eq!(leases.want(&b), MAX_LEASE);
+        let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
+        assert_eq!(held, 55 + 256);
+        // ...but never to more than one and a half leases.
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
+        assert_eq!(held, 384);
+    }
+
+    #[test]
+    fn a_bucket_without_room_forgets_its_lease() {
+        let leases = Leases::default();
+        let b = Bucket([9; 16]);
+        let limit = gcra(100_000, 100_000);
+        let t0 = Instant::now();
+        leases.keep(&b, &limit, 1, &grant(2, 50_000), false, t0);
+        leases.keep(&b, &limit, 1, &grant(1, 1), false, t0);
+        assert_eq!(leases.want(&b), 1);
+        assert!(leases.take(&b, t0).is_none());
+    }
+
+    #[test]
+    fn fixed_window_leases_end_with_their_window() {
+        let leases = Leases::default();
+        let b = Bucket([3; 16]);
+        let limit = Limit {
+            algorithm: Algorithm::FixedWindow,
+            requests: 100_000,
+            period: Duration::from_secs(60),
+            burst: 1,
+        };
+        let t0 = Instant::now();
+        let mut g = grant(10, 50_000);
+        g.outcome.reset = Duration::from_millis(20);
+        leases.keep(&b, &limit, 1, &g, false, t0);
+        assert!(leases.take(&b, t0 + Duration::from_millis(10)).is_some());
+        assert!(leases.take(&b, t0 + Duration::from_millis(20)).is_none());
+    }
+}
