@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-deps lint fmt golden bench bench-controller proxy-bench
+.PHONY: help build run test test-deps lint fmt golden bench bench-controller proxy-bench policy-bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,3 +59,7 @@ bench-controller: ## weir run with 5,000 Ingresses in the test API server: ready
 
 proxy-bench: build ## Whole-proxy benchmark beside nginx, haproxy and caddy (../shared/bench/proxy-bench)
 	bash bench/proxy-bench.sh
+
+MODE ?= ratelimit
+policy-bench: ## What a GatewayPolicy costs the whole proxy, same-run ratio (MODE=jwt|ratelimit|local)
+	bash bench/policy-bench.sh $(MODE)

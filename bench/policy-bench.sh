@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# What a global rate limit costs the whole proxy. One release weir (one
-# worker thread) serves two hosts from the same origin: plain.test, and
-# limited.test under a GatewayPolicy with one Global limit kept in Redis and
-# never reached. wrk alternates between them in rounds, with wrk, weir and the
-# origin pinned to one CPU (Redis on the other, as it would be on another
-# machine), so the same-round ratio limited/plain is the limit's share of the
-# proxy's CPU per request. Redis round trips per request come from INFO
-# commandstats. Usage: bench/ratelimit-bench.sh [rounds] [seconds]
+# What a GatewayPolicy costs the whole proxy, measured in one run. One release
+# weir (one worker thread) serves two hosts from the same origin: plain.test,
+# and policy.test under a GatewayPolicy:
+#   jwt        RS256 JWT checked against a PEM key in a Secret, `sub` copied
+#              into X-User-Id (every request sends the same token, as a real
+#              client does, so this measures the verified-token cache path)
+#   ratelimit  one Global limit per client IP kept in Redis, never reached
+#              (Redis pinned to the other CPU, as it would be on another host)
+#   local      the same limit with scope Local (no Redis): the control that
+#              separates the cost of Redis from that of limiting itself
+# wrk alternates between the hosts in rounds, with wrk, weir and the origin
+# pinned to CPU 0, so the same-round ratio policy/plain is the policy's share
+# of the proxy's CPU per request (proxy-bench cannot send request headers).
+# Usage: bench/policy-bench.sh jwt|ratelimit|local [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-6}
-seconds=${2:-8}
-for tool in redis-server redis-cli wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install redis-server wrk util-linux)" >&2; exit 1; }
+mode=${1:?usage: bench/policy-bench.sh jwt|ratelimit|local [rounds] [seconds]}
+rounds=${2:-6}
+seconds=${3:-8}
+case $mode in
+  jwt) tools="wrk taskset openssl" goal=0.9 ;;
+  ratelimit) tools="wrk taskset redis-server redis-cli" goal=0.85 ;;
+  local) tools="wrk taskset" goal=0.85 ;;
+  *) echo "unknown mode $mode (jwt, ratelimit or local)" >&2; exit 2 ;;
+esac
+for tool in $tools; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk util-linux openssl redis-server)" >&2; exit 1; }
 done
-[ -x target/release/weir ] && [ -x target/release/weir-example-upstream ] ||
-  cargo build --locked --release -p weir -p weir-tests --bins
+cargo build --locked --release -p weir -p weir-tests --bins
 base=${BASE_PORT:-19180}
 redis_port=$base origin=127.0.0.1:$((base + 1)) http=127.0.0.1:$((base + 2))
 dir=$(mktemp -d)
@@ -26,68 +38,118 @@ apiVersion: v1
 kind: Service
 metadata: {name: origin, annotations: {weir.dev/upstream: "$origin"}}
 spec: {ports: [{port: 80}]}
+YAML
+for host in plain policy; do
+  cat >> "$dir/bench.yaml" <<YAML
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: plain}
+metadata: {name: $host}
 spec:
   ingressClassName: weir
   rules:
-  - host: plain.test
+  - host: $host.test
     http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}]}
+YAML
+done
+headers=()
+weir_flags=()
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+if [ "$mode" = jwt ]; then
+  openssl genrsa -out "$dir/key.pem" 2048 2>/dev/null
+  openssl rsa -in "$dir/key.pem" -pubout -out "$dir/pub.pem" 2>/dev/null
+  claims=$(printf '{"iss":"https://idp.bench/","aud":"bench","sub":"user-42","exp":%d}' $(($(date +%s) + 86400)))
+  signing_input="$(printf '{"alg":"RS256","typ":"JWT"}' | b64url).$(printf '%s' "$claims" | b64url)"
+  token="$signing_input.$(printf '%s' "$signing_input" | openssl dgst -sha256 -sign "$dir/key.pem" -binary | b64url)"
+  headers=(-H "Authorization: Bearer $token")
+  cat >> "$dir/bench.yaml" <<YAML
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: limited}
-spec:
-  ingressClassName: weir
-  rules:
-  - host: limited.test
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}]}
+apiVersion: v1
+kind: Secret
+metadata: {name: idp-key}
+stringData:
+  key.pem: |
+$(sed 's/^/    /' "$dir/pub.pem")
 ---
 apiVersion: weir.dev/v1alpha1
 kind: GatewayPolicy
-metadata: {name: limited}
+metadata: {name: policy}
 spec:
-  targetRefs: [{kind: Ingress, name: limited}]
-  rateLimits:
-  - {name: per-client, key: {clientIP: true}, requests: 1000000000, per: 1s}
+  targetRefs: [{kind: Ingress, name: policy}]
+  authentication:
+    jwt:
+      providers:
+      - name: bench
+        issuer: https://idp.bench/
+        audiences: [bench]
+        publicKey: {name: idp-key}
+        claimToHeaders: [{claim: sub, header: X-User-Id}]
 YAML
-taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
+else
+  scope=Global
+  [ "$mode" = local ] && scope=Local
+  cat >> "$dir/bench.yaml" <<YAML
+---
+apiVersion: weir.dev/v1alpha1
+kind: GatewayPolicy
+metadata: {name: policy}
+spec:
+  targetRefs: [{kind: Ingress, name: policy}]
+  rateLimits:
+  - {name: per-client, key: {clientIP: true}, requests: 1000000000, per: 1s, scope: $scope}
+YAML
+fi
+if [ "$mode" = ratelimit ]; then
+  taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
+  weir_flags=(--redis-url "redis://127.0.0.1:$redis_port")
+fi
 taskset -c 0 target/release/weir-example-upstream "$origin" >/dev/null & pids+=($!)
 taskset -c 0 target/release/weir serve --manifests "$dir" --http-addr "$http" --admin-addr 127.0.0.1:0 \
-  --worker-threads 1 --log-level warn --redis-url "redis://127.0.0.1:$redis_port" & pids+=($!)
-for host in plain.test limited.test; do
+  --worker-threads 1 --log-level warn "${weir_flags[@]}" & pids+=($!)
+for host in plain.test policy.test; do
   for _ in $(seq 100); do
-    curl -fs -o /dev/null -H "Host: $host" "http://$http/api/users/42" && break
+    curl -fs -o /dev/null -H "Host: $host" "${headers[@]}" "http://$http/api/users/42" && break
     sleep 0.1
   done
 done
-curl -fsi -H "Host: limited.test" "http://$http/api/users/42" | grep -qi '^ratelimit-policy:' ||
-  { echo "limited.test answers without rate-limit headers" >&2; exit 1; }
-load() { # host seconds -> "rps requests"
-  taskset -c 0 wrk -t1 -c50 -d"$2" -H "Host: $1" "http://$http/api/users/42" |
-    awk '/requests in/ {n=$1} /Requests\/sec/ {print $2, n}'
+# The policy must really be on: without the token the JWT host refuses, and
+# the limited host answers with rate-limit headers.
+if [ "$mode" = jwt ]; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: policy.test" "http://$http/api/users/42")
+  [ "$code" = 401 ] || { echo "policy.test answered $code without a token, not 401" >&2; exit 1; }
+  curl -fs -o /dev/null -H "Host: policy.test" "${headers[@]}" "http://$http/api/users/42" ||
+    { echo "policy.test refuses the bench token" >&2; exit 1; }
+else
+  curl -fsi -H "Host: policy.test" "http://$http/api/users/42" | grep -qi '^ratelimit-policy:' ||
+    { echo "policy.test answers without rate-limit headers" >&2; exit 1; }
+fi
+load() { # host seconds -> "rps requests non2xx"
+  taskset -c 0 wrk -t1 -c50 -d"$2" -H "Host: $1" "${headers[@]}" "http://$http/api/users/42" |
+    awk '/requests in/ {n=$1} /Non-2xx/ {bad=$NF} /Requests\/sec/ {r=$2} END {print r, n, bad + 0}'
 }
 scripts() {
+  [ "$mode" = ratelimit ] || { echo 0; return; }
   redis-cli -p "$redis_port" info commandstats |
     awk -F'[:=,]' '/^cmdstat_eval(sha)?:/ {n += $3} END {print n + 0}'
 }
-load plain.test 3 >/dev/null; load limited.test 3 >/dev/null
-ratios=() limited_requests=0 before=$(scripts)
+load plain.test 3 >/dev/null; load policy.test 3 >/dev/null
+ratios=() policy_requests=0 before=$(scripts)
 for round in $(seq "$rounds"); do
-  if ((round % 2)); then order="plain.test limited.test"; else order="limited.test plain.test"; fi
+  if ((round % 2)); then order="plain.test policy.test"; else order="policy.test plain.test"; fi
   declare -A rps=()
   for host in $order; do
-    read -r r n < <(load "$host" "$seconds")
+    read -r r n bad < <(load "$host" "$seconds")
+    [ "$bad" = 0 ] || { echo "$host: $bad non-2xx answers under load" >&2; exit 1; }
     rps[$host]=$r
-    [ "$host" = limited.test ] && limited_requests=$((limited_requests + n))
+    [ "$host" = policy.test ] && policy_requests=$((policy_requests + n))
   done
-  ratio=$(awk -v a="${rps[limited.test]}" -v b="${rps[plain.test]}" 'BEGIN {printf "%.3f", a / b}')
+  ratio=$(awk -v a="${rps[policy.test]}" -v b="${rps[plain.test]}" 'BEGIN {printf "%.3f", a / b}')
   ratios+=("$ratio")
-  echo "round $round: plain ${rps[plain.test]} req/s, limited ${rps[limited.test]} req/s, ratio $ratio"
+  echo "round $round: plain ${rps[plain.test]} req/s, $mode ${rps[policy.test]} req/s, ratio $ratio"
 done
-runs=$(( $(scripts) - before ))
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
-echo "median throughput ratio limited/plain: $median (goal >= 0.85)"
-awk -v r="$runs" -v n="$limited_requests" 'BEGIN {printf "Redis script runs per limited request: %.4f (%d / %d; goal <= 1)\n", r / n, r, n}'
+echo "median throughput ratio $mode/plain: $median (goal >= $goal)"
+if [ "$mode" = ratelimit ]; then
+  runs=$(( $(scripts) - before ))
+  awk -v r="$runs" -v n="$policy_requests" 'BEGIN {printf "Redis script runs per limited request: %.4f (%d / %d; goal <= 1)\n", r / n, r, n}'
+fi
