@@ -156,6 +156,31 @@ async fn local_limits_with_exact_headers_and_shadow_mode() {
         429,
         "acme's bucket was kept"
     );
+
+    // A renamed rule's decision series leave /metrics; the others stay.
+    dir.write(
+        "limits.yaml",
+        &limits("{name: trial-v2, requests: 1000, per: 1m, scope: Local}"),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the old rule's series dropped",
+        || async {
+            let r = get(&weir, "tried.test", &[]).await;
+            let text = metrics(&weir).await;
+            (r.headers
+                .get("ratelimit-policy")
+                .is_some_and(|v| v == "\"trial-v2\";q=1000;w=60")
+                && !text.contains("rule=\"trial\"}"))
+            .then_some(text)
+        },
+    )
+    .await;
+    let text = metrics(&weir).await;
+    assert!(
+        text.contains("weir_ratelimit_decisions_total{policy=\"default/per-tenant\",result=\"rejected\",rule=\"per-tenant\"} 2"),
+        "the per-tenant series stays:\n{text}"
+    );
 }
 
 /// A flood of distinct client addresses (as spoofed `X-Forwarded-For`

@@ -100,6 +100,9 @@ impl Default for ProxyConfig {
 
 struct Installed {
     table: RouteTable,
+    /// `(policy, rule)` of every rate-limit rule, to drop the decision
+    /// series of rules the next snapshot no longer has.
+    limit_series: std::collections::HashSet<(String, String)>,
 }
 
 /// The data plane's shared state: the current routing table, the upstream
@@ -163,6 +166,7 @@ impl Proxy {
         Proxy {
             installed: ArcSwap::from_pointee(Installed {
                 table: RouteTable::default(),
+                limit_series: Default::default(),
             }),
             client,
             config,
@@ -187,10 +191,17 @@ impl Proxy {
             &self.metrics,
             self.config.default_timeout,
         );
-        let old = self.installed.swap(Arc::new(Installed { table }));
+        let limit_series = limits::series(snapshot);
+        let old = self.installed.swap(Arc::new(Installed {
+            table,
+            limit_series,
+        }));
         let new = self.installed.load();
         for gone in old.table.route_names.difference(&new.table.route_names) {
             self.metrics.forget_route(gone);
+        }
+        for gone in old.limit_series.difference(&new.limit_series) {
+            limits::forget(self.limiter.metrics(), gone);
         }
         self.metrics
             .snapshot_generation

@@ -120,11 +120,11 @@ impl PolicyLimits {
                     },
                     shadow: r.shadow,
                     counters: Counters {
-                        allowed: counter("allowed"),
-                        rejected: counter("rejected"),
-                        shadow_rejected: counter("shadow_rejected"),
-                        failure_allowed: counter("store_failure_allowed"),
-                        failure_denied: counter("store_failure_denied"),
+                        allowed: counter(RESULTS[0]),
+                        rejected: counter(RESULTS[1]),
+                        shadow_rejected: counter(RESULTS[2]),
+                        failure_allowed: counter(RESULTS[3]),
+                        failure_denied: counter(RESULTS[4]),
                     },
                 }
             })
@@ -356,6 +356,41 @@ impl ClientAddr<'_> {
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The `result` labels of `weir_ratelimit_decisions_total`.
+const RESULTS: [&str; 5] = [
+    "allowed",
+    "rejected",
+    "shadow_rejected",
+    "store_failure_allowed",
+    "store_failure_denied",
+];
+
+/// The `(policy, rule)` label pairs a snapshot's rules count decisions in.
+pub(crate) fn series(
+    snapshot: &weir_snapshot::Snapshot,
+) -> std::collections::HashSet<(String, String)> {
+    snapshot
+        .policies
+        .values()
+        .filter_map(|p| p.rate_limits.as_ref())
+        .flat_map(|l| l.rules.iter().map(|r| (l.source.clone(), r.name.clone())))
+        .collect()
+}
+
+/// Drops the decision series of a rule no snapshot has any more, so a
+/// deleted or renamed rule does not stay in `/metrics` forever.
+pub(crate) fn forget(
+    metrics: &weir_ratelimit::RateLimitMetrics,
+    (policy, rule): &(String, String),
+) {
+    for result in RESULTS {
+        // Absent when the rule never decided that way: nothing to drop.
+        let _ = metrics
+            .decisions
+            .remove_label_values(&[policy.as_str(), rule.as_str(), result]);
     }
 }
 
