@@ -1,0 +1,98 @@
+//! The metric series budget: a route costs a fixed number of series however
+//! much traffic it gets and whatever paths and clients hit it (the peers'
+//! series counts grow with paths and pods). 100 routes under traffic, half
+//! of them with a dead upstream so error series appear too.
+
+use std::collections::HashMap;
+
+use weir_tests::TempDir;
+use weir_tests::client;
+use weir_tests::route_yaml;
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+
+/// The series budget per route.
+const BUDGET: usize = 30;
+
+#[tokio::test]
+async fn a_route_costs_a_fixed_number_of_series() {
+    let up = Upstream::start("up").await;
+    // A port nothing listens on: connections are refused (502).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let dir = TempDir::new("metrics-budget");
+    let mut yaml = String::new();
+    for i in 0..100 {
+        let upstream = if i % 2 == 0 { up.addr } else { dead };
+        yaml.push_str(&route_yaml(
+            &format!("r{i}"),
+            &format!("r{i}.test"),
+            "/",
+            "Prefix",
+            &format!("s{i}"),
+            &upstream.to_string(),
+        ));
+        yaml.push_str("---\n");
+    }
+    dir.write("routes.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let http = client::http1();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for i in 0..100 {
+        // Different paths and query strings per request: none may become a
+        // label value.
+        for path in [
+            format!("/users/{i}"),
+            format!("/orders/{i}?page=2"),
+            "/".into(),
+        ] {
+            let r = client::get(&http, weir.http, &format!("r{i}.test"), &path, &[])
+                .await
+                .expect("request");
+            *statuses.entry(r.status.as_u16()).or_default() += 1;
+        }
+    }
+    // Unrouted traffic counts too, under one fixed route label.
+    client::get(&http, weir.http, "nowhere.test", "/x", &[])
+        .await
+        .expect("request");
+    assert_eq!(statuses.get(&200), Some(&150), "{statuses:?}");
+    assert_eq!(statuses.get(&502), Some(&150), "{statuses:?}");
+
+    let text = weir.metrics().await.expect("metrics");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let mut per_route: HashMap<String, usize> = HashMap::new();
+    for line in &series {
+        if let Some(rest) = line.split("route=\"").nth(1) {
+            let route = rest.split('"').next().unwrap_or_default();
+            *per_route.entry(route.to_string()).or_default() += 1;
+        }
+        for leak in ["/users", "/orders", "page=2", "127.0.0.1", "r1.test"] {
+            assert!(!line.contains(leak), "{leak:?} in a series: {line}");
+        }
+    }
+    let ours: Vec<(&String, &usize)> = per_route
+        .iter()
+        .filter(|(r, _)| r.starts_with("default/r"))
+        .collect();
+    assert_eq!(ours.len(), 100, "every route has series: {per_route:?}");
+    let worst = ours.iter().map(|(_, n)| **n).max().unwrap_or(0);
+    println!(
+        "{} series in all; at most {worst} per route (budget {BUDGET})",
+        series.len()
+    );
+    assert!(
+        worst <= BUDGET,
+        "{worst} series for one route: {per_route:?}"
+    );
+    assert!(
+        series.len() <= 100 * BUDGET + 200,
+        "{} series for 100 routes",
+        series.len()
+    );
+}
