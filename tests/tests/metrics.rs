@@ -1,7 +1,8 @@
 //! The metric series budget: a route costs a fixed number of series however
 //! much traffic it gets and whatever paths and clients hit it (the peers'
 //! series counts grow with paths and pods). 100 routes under traffic, half
-//! of them with a dead upstream so error series appear too.
+//! of them with a dead upstream so error series appear too. The same
+//! scrape checks the README's metrics catalogue and the naming conventions.
 
 use std::collections::HashMap;
 
@@ -95,4 +96,46 @@ async fn a_route_costs_a_fixed_number_of_series() {
         "{} series for 100 routes",
         series.len()
     );
+    catalogue_documents(&text);
+}
+
+/// Every metric family weir exposes is in the README's catalogue, with the
+/// same type.
+fn catalogue_documents(text: &str) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let documented: HashMap<&str, &str> = readme
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `")?.split('|');
+            let name = cells.next()?.trim().trim_end_matches('`');
+            Some((name, cells.next()?.trim()))
+        })
+        .collect();
+    let mut families = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+        if !name.starts_with("weir_") {
+            continue;
+        }
+        families += 1;
+        assert_eq!(
+            documented.get(name),
+            Some(&kind),
+            "{name} ({kind}) in the README's metrics table"
+        );
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "counter {name} without _total");
+        }
+        if kind == "histogram" {
+            assert!(
+                name.ends_with("_seconds"),
+                "histogram {name} not in seconds"
+            );
+        }
+    }
+    assert!(families >= 15, "only {families} weir_ families exposed");
 }
