@@ -28,8 +28,9 @@ run: ## Serve deploy/examples/ on $(HTTP_ADDR) with an example echo upstream on 
 # One cargo invocation: it builds the weir binary and the test helpers with the
 # same features as the tests (a separate `cargo build` first compiled much of
 # the graph twice), and runs nothing until everything is built.
-test: test-deps ## Run every test: unit, golden and end-to-end against the real binary
+test: test-deps ## Run every test: unit, golden and end-to-end against the real binary; check the Dockerfile's build
 	$(CARGO) test --locked --workspace
+	bash tests/scripts/dockerfile-check.sh
 
 test-deps: ## Install what the end-to-end tests run for real (redis-server) when missing
 	@command -v redis-server >/dev/null || { \
