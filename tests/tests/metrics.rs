@@ -99,19 +99,28 @@ async fn a_route_costs_a_fixed_number_of_series() {
     catalogue_documents(&text);
 }
 
-/// Every metric family weir exposes is in the README's catalogue, with the
-/// same type.
-fn catalogue_documents(text: &str) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let documented: HashMap<&str, &str> = readme
+/// The README's metrics table: name → type.
+fn catalogue(readme: &str) -> HashMap<&str, &str> {
+    readme
         .lines()
         .filter_map(|l| {
             let mut cells = l.strip_prefix("| `")?.split('|');
             let name = cells.next()?.trim().trim_end_matches('`');
             Some((name, cells.next()?.trim()))
         })
-        .collect();
+        .collect()
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md")
+}
+
+/// Every metric family weir exposes is in the README's catalogue, with the
+/// same type.
+fn catalogue_documents(text: &str) {
+    let readme = readme();
+    let documented = catalogue(&readme);
     let mut families = 0;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -138,4 +147,77 @@ fn catalogue_documents(text: &str) {
         }
     }
     assert!(families >= 15, "only {families} weir_ families exposed");
+}
+
+/// The Grafana dashboard in deploy/ queries only metrics weir has (by the
+/// README's catalogue, which the test above ties to /metrics), histogram
+/// series by their real suffixes, through the datasource variable.
+#[test]
+fn the_dashboard_queries_real_metrics() {
+    let readme = readme();
+    let documented = catalogue(&readme);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/weir-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut ids = std::collections::HashSet::new();
+    let mut used = std::collections::HashSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("title");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("id")),
+            "duplicate id: {title}"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                let (family, kind) = match name.rsplit_once('_') {
+                    Some((f, "bucket" | "sum" | "count")) => (f, Some("histogram")),
+                    _ => (name, None),
+                };
+                let documented_kind = documented.get(family);
+                assert!(
+                    documented_kind.is_some(),
+                    "{title}: {name} is not a weir metric"
+                );
+                if let Some(kind) = kind {
+                    assert_eq!(documented_kind, Some(&kind), "{title}: {name}");
+                }
+                used.insert(family.to_string());
+            }
+        }
+    }
+    // The main families are on it.
+    for family in [
+        "weir_requests_total",
+        "weir_request_duration_seconds",
+        "weir_upstream_errors_total",
+        "weir_auth_decisions_total",
+        "weir_ratelimit_decisions_total",
+        "weir_ratelimit_store_duration_seconds",
+    ] {
+        assert!(used.contains(family), "{family} is not on the dashboard");
+    }
+}
+
+/// The `weir_…` identifiers in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("weir_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(&tail[..end]);
+        rest = &tail[end..];
+    }
+    out
 }
