@@ -143,18 +143,28 @@ impl Leases {
         }
     }
 
-    /// How many tokens to ask the store for: 1 until a grant showed room,
-    /// and 1 while a top-up is out (requests that ran the lease dry before
-    /// it lands need only their own token).
+    /// How many tokens a request should ask the store for: 1 until a grant
+    /// showed room, and 1 while a top-up is out (requests that ran the
+    /// lease dry before it lands need only their own token). A request told
+    /// more carries the top-up itself: until its grant is kept (or
+    /// [`Leases::refill_failed`]), others ask for one token, so concurrent
+    /// requests never take several leases that would then be over the cap.
     pub fn want(&self, bucket: &Bucket) -> u32 {
-        self.shard(bucket)
-            .get(bucket)
-            .map_or(1, |l| if l.refilling { 1 } else { l.next })
+        let mut shard = self.shard(bucket);
+        match shard.get_mut(bucket) {
+            Some(l) if !l.refilling && l.next > 1 => {
+                l.refilling = true;
+                l.next
+            }
+            _ => 1,
+        }
     }
 
     /// Keeps the granted tokens no request has spent yet (all of a
-    /// `top_up`; all but the asking request's one otherwise), and sizes
-    /// the next ask from the store's `remaining`.
+    /// background `top_up`; all but the asking request's one otherwise),
+    /// and sizes the next ask from the store's `remaining`. `asked` is what
+    /// the call asked for: more than one means it carried the top-up.
+    #[allow(clippy::too_many_arguments)]
     pub fn keep(
         &self,
         bucket: &Bucket,
@@ -162,6 +172,7 @@ impl Leases {
         replicas: u32,
         grant: &Grant,
         top_up: bool,
+        asked: u32,
         now: Instant,
     ) {
         let spare = if top_up {
@@ -186,8 +197,8 @@ impl Leases {
         }
         let live = shard.get(bucket).filter(|l| now < l.expires);
         let held = live.map_or(0, |l| l.tokens);
-        // A request's grant leaves a top-up that is still out in flight.
-        let refilling = !top_up && live.is_some_and(|l| l.refilling);
+        // A one-token grant leaves a top-up that is still out in flight.
+        let refilling = !top_up && asked <= 1 && live.is_some_and(|l| l.refilling);
         shard.insert(
             *bucket,
             Lease {
@@ -251,7 +262,7 @@ mod tests {
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
         assert_eq!(leases.want(&b), 1);
-        leases.keep(&b, &limit, 1, &grant(3, 50_000), false, t0);
+        leases.keep(&b, &limit, 1, &grant(3, 50_000), false, 1, t0);
         assert_eq!(leases.want(&b), MAX_LEASE);
         let first = leases.take(&b, t0).map(|t| t.outcome.remaining);
         assert_eq!(first, Some(50_001));
@@ -262,7 +273,7 @@ mod tests {
             leases.take(&b, t0).is_some(),
             "a returned token is spent again"
         );
-        leases.keep(&b, &limit, 1, &grant(5, 50_000), false, t0);
+        leases.keep(&b, &limit, 1, &grant(5, 50_000), false, 1, t0);
         assert!(
             leases.take(&b, t0 + Duration::from_millis(100)).is_none(),
             "a lease lives a tenth of the period"
@@ -275,7 +286,7 @@ mod tests {
         let b = Bucket([5; 16]);
         let limit = gcra(1_000_000, 1_000_000);
         let t0 = Instant::now();
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
         let refills: Vec<Option<u32>> = (0..200)
             .map(|_| leases.take(&b, t0).and_then(|t| t.refill))
             .collect();
@@ -284,21 +295,38 @@ mod tests {
         assert_eq!(refills.iter().flatten().count(), 1, "one top-up out");
         assert_eq!(leases.want(&b), 1, "only its own token while one is out");
         // A request's own grant leaves the top-up out...
-        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, t0);
+        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
         assert_eq!(leases.want(&b), 1);
         // ...a failed one lets the next spend try again...
         leases.refill_failed(&b);
         assert_eq!(leases.take(&b, t0).and_then(|t| t.refill), Some(MAX_LEASE));
         // ...and a landed one ends it, adding to the 55 tokens left...
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
         assert_eq!(leases.want(&b), MAX_LEASE);
         let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
         assert_eq!(held, 55 + 256);
         // ...but never to more than one and a half leases.
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
         let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
         assert_eq!(held, 384);
+    }
+
+    #[test]
+    fn one_request_at_a_time_asks_for_a_lease() {
+        let leases = Leases::default();
+        let b = Bucket([6; 16]);
+        let limit = gcra(1_000_000, 1_000_000);
+        let t0 = Instant::now();
+        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
+        assert_eq!(leases.want(&b), MAX_LEASE, "the first asks for a lease");
+        assert_eq!(leases.want(&b), 1, "concurrent ones for their own token");
+        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
+        assert_eq!(leases.want(&b), 1, "a one-token grant leaves it out");
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), false, MAX_LEASE, t0);
+        assert_eq!(leases.want(&b), MAX_LEASE, "its grant ends it");
+        leases.refill_failed(&b);
+        assert_eq!(leases.want(&b), MAX_LEASE, "so does its failure");
     }
 
     #[test]
@@ -307,8 +335,8 @@ mod tests {
         let b = Bucket([9; 16]);
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
-        leases.keep(&b, &limit, 1, &grant(2, 50_000), false, t0);
-        leases.keep(&b, &limit, 1, &grant(1, 1), false, t0);
+        leases.keep(&b, &limit, 1, &grant(2, 50_000), false, 1, t0);
+        leases.keep(&b, &limit, 1, &grant(1, 1), false, 1, t0);
         assert_eq!(leases.want(&b), 1);
         assert!(leases.take(&b, t0).is_none());
     }
@@ -326,7 +354,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = grant(10, 50_000);
         g.outcome.reset = Duration::from_millis(20);
-        leases.keep(&b, &limit, 1, &g, false, t0);
+        leases.keep(&b, &limit, 1, &g, false, 1, t0);
         assert!(leases.take(&b, t0 + Duration::from_millis(10)).is_some());
         assert!(leases.take(&b, t0 + Duration::from_millis(20)).is_none());
     }

@@ -346,16 +346,28 @@ impl RateLimiter {
                 (c.bucket, c.limit, self.leases.want(&c.bucket))
             })
             .collect();
+        // Asks for more than one token carried their bucket's top-up; a
+        // call that took nothing must say so, or the next request waits for
+        // a top-up that never lands.
+        let top_ups_failed = |asks: &[redis::Ask]| {
+            for (bucket, _, want) in asks {
+                if *want > 1 {
+                    self.leases.refill_failed(bucket);
+                }
+            }
+        };
         match self.store_decide(&asks).await {
             Ok(grants) => {
                 let refused = grants.iter().any(|g| g.tokens == 0);
                 if refused {
                     give_back(&leased);
+                    top_ups_failed(&asks);
                 } else {
                     self.metrics.leased.inc_by(leased.len() as u64);
                     let replicas = self.replicas.load(Ordering::Relaxed);
-                    for (grant, (bucket, limit, _)) in grants.iter().zip(&asks) {
-                        self.leases.keep(bucket, limit, replicas, grant, false, now);
+                    for (grant, (bucket, limit, want)) in grants.iter().zip(&asks) {
+                        self.leases
+                            .keep(bucket, limit, replicas, grant, false, *want, now);
                     }
                 }
                 let outcomes = grants.into_iter().map(|g| g.outcome).collect();
@@ -364,6 +376,7 @@ impl RateLimiter {
             }
             Err(e) => {
                 give_back(&leased);
+                top_ups_failed(&asks);
                 if !matches!(e, StoreError::CircuitOpen) {
                     tracing::debug!(error = %e, "Rate-limit store failed.");
                 }
@@ -383,7 +396,7 @@ impl RateLimiter {
                         let now = std::time::Instant::now();
                         limiter
                             .leases
-                            .keep(&bucket, &limit, replicas, grant, true, now);
+                            .keep(&bucket, &limit, replicas, grant, true, want, now);
                     }
                 }
                 Err(_) => limiter.leases.refill_failed(&bucket),
