@@ -105,7 +105,7 @@ if [ "$mode" = ratelimit ]; then
 fi
 taskset -c 0 target/release/weir-example-upstream "$origin" >/dev/null & pids+=($!)
 taskset -c 0 target/release/weir serve --manifests "$dir" --http-addr "$http" --admin-addr 127.0.0.1:0 \
-  --worker-threads 1 --log-level warn "${weir_flags[@]}" & pids+=($!)
+  --worker-threads 1 --log-level warn --access-log off "${weir_flags[@]}" & pids+=($!)
 for host in plain.test policy.test; do
   for _ in $(seq 100); do
     curl -fs -o /dev/null -H "Host: $host" "${headers[@]}" "http://$http/api/users/42" && break

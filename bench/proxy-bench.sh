@@ -2,6 +2,7 @@
 # Runs ../shared/bench/proxy-bench with weir as the gateway under test. weir
 # gets a manifest folder that routes $ROUTE_PREFIX to the benchmark origin and
 # answers 404 elsewhere, per proxy-bench's gateway contract.
+# Like the peers in proxy-bench, weir runs without an access log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${PROXY_BENCH:-../shared/bench/proxy-bench}
@@ -28,7 +29,7 @@ spec:
       - {path: "$ROUTE_PREFIX", pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}
 YAML
 exec "$WEIR_BIN" serve --manifests "$dir" --http-addr "$GATEWAY_LISTEN" --admin-addr 127.0.0.1:0 \
-  --worker-threads "$WORKERS" --log-level warn
+  --worker-threads "$WORKERS" --log-level warn --access-log off
 GW
 chmod +x /tmp/weir-bench-gateway.sh
 export WEIR_BIN=$PWD/target/release/weir

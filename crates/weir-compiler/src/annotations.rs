@@ -19,6 +19,11 @@ use crate::duration::parse_duration_ms;
 
 /// `weir.dev/request-timeout`: upstream response-header timeout, Go duration.
 pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
+/// `weir.dev/access-log`: `"false"` keeps this Ingress's requests out of
+/// the access log.
+pub const WEIR_ACCESS_LOG: &str = "weir.dev/access-log";
+/// ingress-nginx's spelling of the same switch, honoured for migrants.
+const NGINX_ENABLE_ACCESS_LOG: &str = "nginx.ingress.kubernetes.io/enable-access-log";
 /// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
 /// the manifest-folder provider where no EndpointSlice controller runs.
 pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
@@ -65,6 +70,7 @@ fn refused_nginx(name: &str) -> Option<&'static str> {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
+    pub(crate) access_log_off: bool,
 }
 
 /// Reads an Ingress's annotations, reporting every one weir refuses or does
@@ -100,6 +106,20 @@ pub(crate) fn ingress_settings(
                     field(key),
                     "InvalidAnnotation",
                     format!("{value:?} is not a number of seconds between 1 and 86400"),
+                ),
+            }
+        } else if key == WEIR_ACCESS_LOG || key == NGINX_ENABLE_ACCESS_LOG {
+            // weir.dev wins when both are set.
+            if key == NGINX_ENABLE_ACCESS_LOG && annotations.contains_key(WEIR_ACCESS_LOG) {
+                continue;
+            }
+            match value.trim() {
+                "true" => settings.access_log_off = false,
+                "false" => settings.access_log_off = true,
+                _ => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!("{value:?} is not \"true\" or \"false\""),
                 ),
             }
         } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {

@@ -148,6 +148,7 @@ impl<'a> Resolver<'a> {
                 weight: 1,
             }],
             timeout_ms: None,
+            access_log_off: false,
             policy: None,
         })
     }

@@ -257,6 +257,7 @@ fn action(
             weight: 1,
         }],
         timeout_ms: settings.timeout_ms,
+        access_log_off: settings.access_log_off,
         policy,
     }
 }

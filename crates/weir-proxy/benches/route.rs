@@ -25,6 +25,7 @@ fn action(i: usize) -> RouteAction {
             weight: 1,
         }],
         timeout_ms: None,
+        access_log_off: false,
         policy: None,
     }
 }

@@ -19,6 +19,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access_log;
 pub mod cidr;
 mod framing;
 mod headers;
@@ -116,6 +117,7 @@ pub struct Proxy {
     unrouted: metrics::RouteMetrics,
     auth: weir_auth::AuthRuntime,
     limiter: Arc<weir_ratelimit::RateLimiter>,
+    access_log: access_log::AccessLog,
 }
 
 /// Per-connection facts a request needs.
@@ -163,6 +165,7 @@ impl Proxy {
             .pool_max_idle_per_host(1024)
             .build(connector);
         let unrouted = metrics.route(NO_ROUTE);
+        let access_log = access_log::AccessLog::off(metrics.access_log_dropped.clone());
         Proxy {
             installed: ArcSwap::from_pointee(Installed {
                 table: RouteTable::default(),
@@ -175,7 +178,23 @@ impl Proxy {
             unrouted,
             auth,
             limiter,
+            access_log,
         }
+    }
+
+    /// Writes access-log lines to `destination` (off until called), a
+    /// `sample` fraction of requests and every 5xx.
+    pub fn with_access_log(
+        mut self,
+        destination: &access_log::Destination,
+        sample: f64,
+    ) -> std::io::Result<Self> {
+        self.access_log = access_log::AccessLog::start(
+            destination,
+            sample,
+            self.metrics.access_log_dropped.clone(),
+        )?;
+        Ok(self)
     }
 
     /// Swaps in a new snapshot. Requests already routed finish on the table
@@ -227,10 +246,26 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> Result<Response<Body>, Infallible> {
+    ) -> Result<Response<access_log::Logged<Body>>, Infallible> {
         let start = Instant::now();
         let request_id = self.ids.get(req.headers());
-        let (resp, metrics) = match self.route_and_forward(req, conn, &request_id).await {
+        // Only what the log line needs, and only when there is a log.
+        let logged = self.access_log.enabled().then(|| {
+            let host = req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or_default()
+                .to_owned();
+            (req.method().clone(), host, req.uri().path().to_owned())
+        });
+        let peer = conn.peer;
+        let mut facts = access_log::Facts::default();
+        let (resp, metrics) = match self
+            .route_and_forward(req, conn, &request_id, &mut facts)
+            .await
+        {
             Ok((resp, target)) => (resp, Some(target)),
             Err(resp) => (resp, None),
         };
@@ -241,8 +276,21 @@ impl Proxy {
             Some(t) => t.metrics.observe(status, elapsed),
             None => self.unrouted.observe(status, elapsed),
         }
+        let record = logged.and_then(|(method, host, path)| {
+            access_log::Record::new(
+                &self.access_log,
+                start.into_std(),
+                &request_id,
+                &method,
+                &host,
+                &path,
+                peer,
+                status,
+                facts,
+            )
+        });
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        Ok(resp)
+        Ok(resp.map(|body| access_log::Logged::new(body, record)))
     }
 
     /// The request pipeline. `Err` is an early response from weir itself;
@@ -253,6 +301,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         conn: ConnInfo,
         request_id: &HeaderValue,
+        facts: &mut access_log::Facts,
     ) -> Result<(Response<Body>, Arc<router::Target>), Response<Body>> {
         let reject = |status, code, msg: &str| error(status, code, msg, request_id);
         if conn.framing.is_ambiguous() {
@@ -287,6 +336,11 @@ impl Proxy {
                 })?
         };
 
+        if self.access_log.enabled() {
+            facts.route = Some(target.name.to_string());
+            facts.off = target.access_log_off;
+        }
+
         // HTTP/2 carries the host in :authority; the upstream needs a Host.
         let (host_value, insert_host) = match req.headers().get(HOST) {
             Some(v) => (Some(v.clone()), false),
@@ -320,7 +374,18 @@ impl Proxy {
             RoutePolicy::Enforce(enforcer) => {
                 let mut target_uri = Uri::from(path_and_query);
                 let caller = match enforcer.enforce(req.headers_mut(), &mut target_uri).await {
-                    Ok(caller) => caller,
+                    Ok(caller) => {
+                        if self.access_log.enabled() {
+                            facts.user = match &caller {
+                                weir_auth::Caller::Anonymous => None,
+                                weir_auth::Caller::Consumer(name) => Some((*name).to_owned()),
+                                weir_auth::Caller::Jwt(claims) => {
+                                    claims["sub"].as_str().map(str::to_owned)
+                                }
+                            };
+                        }
+                        caller
+                    }
                     Err(r) => {
                         let mut resp = error(r.status, r.code, &r.message, request_id);
                         if let Some(challenge) = r.www_authenticate {
@@ -343,13 +408,17 @@ impl Proxy {
                         .check(&self.limiter, req.headers(), client, &caller, &target.name)
                         .await;
                     match verdict {
-                        limits::Verdict::Admit(h) => limit_headers = Some(h),
+                        limits::Verdict::Admit(h) => {
+                            facts.ratelimit = Some("allowed");
+                            limit_headers = Some(h)
+                        }
                         limits::Verdict::Refuse {
                             status,
                             code,
                             message,
                             headers,
                         } => {
+                            facts.ratelimit = Some("rejected");
                             let mut resp = error(status, code, &message, request_id);
                             resp.headers_mut().extend(headers);
                             return Ok((resp, target));
@@ -404,6 +473,7 @@ impl Proxy {
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
         let addr = endpoint.addr;
+        facts.upstream = Some(addr);
         match tokio::time::timeout(target.timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();

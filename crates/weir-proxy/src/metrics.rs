@@ -21,6 +21,8 @@ pub struct ProxyMetrics {
     pub snapshot_routes: IntGauge,
     /// Client connections currently open.
     pub open_connections: IntGauge,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: prometheus::IntCounter,
 }
 
 /// Upstream failure kinds, the `kind` label of `weir_upstream_errors_total`.
@@ -79,7 +81,12 @@ impl ProxyMetrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(snapshot_generation.clone()))?;
         registry.register(Box::new(snapshot_routes.clone()))?;
+        let access_log_dropped = prometheus::IntCounter::new(
+            "weir_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind (requests never wait for it).",
+        )?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(ProxyMetrics {
             requests,
             duration,
@@ -87,6 +94,7 @@ impl ProxyMetrics {
             snapshot_generation,
             snapshot_routes,
             open_connections,
+            access_log_dropped,
         })
     }
 

@@ -76,6 +76,8 @@ pub struct Target {
     total_weight: u32,
     cursor: AtomicUsize,
     pub(crate) timeout: Duration,
+    /// The route opted out of the access log.
+    pub(crate) access_log_off: bool,
     pub(crate) metrics: RouteMetrics,
     /// The policy enforced before proxying.
     pub(crate) policy: RoutePolicy,
@@ -188,6 +190,7 @@ impl RouteTable {
                 timeout: action
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
+                access_log_off: action.access_log_off,
                 metrics: route_metrics,
                 policy: match &action.policy {
                     None => RoutePolicy::Open,
@@ -285,6 +288,7 @@ mod tests {
                 weight: 1,
             }],
             timeout_ms: None,
+            access_log_off: false,
             policy: None,
         }
     }

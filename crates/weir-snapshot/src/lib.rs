@@ -143,6 +143,10 @@ pub struct RouteAction {
     /// proxy's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// No access-log lines for this route (`weir.dev/access-log: "false"`):
+    /// health checks and noisy internal routes stay out of the logs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_log_off: bool,
     /// The policy enforced before proxying, a key of [`Snapshot::policies`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,

@@ -136,8 +136,34 @@ pub struct ListenArgs {
     /// whose X-Forwarded-For entries rate limits keyed by clientIP believe.
     #[arg(long, value_delimiter = ',', env = "WEIR_TRUSTED_PROXIES")]
     pub trusted_proxies: Vec<weir_proxy::Cidr>,
+    /// Access log: one JSON line per request, written when the response
+    /// ends. `stdout`, `off`, or a file path (appended). Routes opt out with
+    /// the `weir.dev/access-log: "false"` annotation.
+    #[arg(long, default_value = "stdout", value_parser = access_log_destination, env = "WEIR_ACCESS_LOG")]
+    pub access_log: weir_proxy::access_log::Destination,
+    /// Fraction of requests logged (0 < f <= 1; 0.01 logs one in a
+    /// hundred). Responses with a 5xx status are always logged.
+    #[arg(long, default_value_t = 1.0, value_parser = sample_fraction, env = "WEIR_ACCESS_LOG_SAMPLE")]
+    pub access_log_sample: f64,
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+}
+
+fn access_log_destination(s: &str) -> Result<weir_proxy::access_log::Destination, String> {
+    use weir_proxy::access_log::Destination;
+    Ok(match s {
+        "off" => Destination::Off,
+        "stdout" | "-" => Destination::Stdout,
+        "" => return Err("empty: use stdout, off or a file path".into()),
+        path => Destination::File(path.into()),
+    })
+}
+
+fn sample_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction in (0, 1]")),
+    }
 }
 
 /// Where rate-limit counters live.

@@ -142,12 +142,16 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
     let replicas_flag = listen.rate_limits.ratelimit_replicas;
     limiter.set_replicas(replicas_flag);
     limiter.spawn_sweeper(std::time::Duration::from_secs(10));
-    let proxy = Arc::new(Proxy::new(
-        listen.proxy_config(),
-        proxy_metrics,
-        weir_auth::AuthRuntime::new(auth_metrics),
-        limiter.clone(),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            listen.proxy_config(),
+            proxy_metrics,
+            weir_auth::AuthRuntime::new(auth_metrics),
+            limiter.clone(),
+        )
+        .with_access_log(&listen.access_log, listen.access_log_sample)
+        .with_context(|| format!("opening the access log {:?}", listen.access_log))?,
+    );
 
     let http = TcpListener::bind(listen.http_addr)
         .await
