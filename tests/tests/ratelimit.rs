@@ -251,6 +251,39 @@ fn global_rules(name: &str, ingress: &str, rule: &str) -> String {
     policy(name, ingress, "", &format!("  - {rule}\n"))
 }
 
+/// `api.test` routed to `upstream` under policy `name` with one `rule`.
+fn limited_api(tag: &str, upstream: std::net::SocketAddr, name: &str, rule: &str) -> TempDir {
+    let dir = api_routes(tag, upstream);
+    dir.write("limits.yaml", &global_rules(name, "api", rule));
+    dir
+}
+
+/// Three replicas serving `dir`, each with `flags`. A busy test machine
+/// can hold a Redis decision past the 100 ms default timeout, and a failed
+/// decision applies the rule's onStoreFailure instead of the shared limit,
+/// which is not what these tests measure: the replicas wait up to 2 s, and
+/// [`assert_no_store_failures`] checks that none failed.
+async fn three_replicas(dir: &TempDir, flags: &[&str]) -> Vec<Weir> {
+    let flags = [flags, &["--redis-timeout", "2s"]].concat();
+    let mut replicas = Vec::with_capacity(3);
+    for _ in 0..3 {
+        replicas.push(Weir::serve(&dir.0, &flags).await);
+    }
+    replicas
+}
+
+/// Every decision of `replicas` came from Redis: no store error, so no
+/// onStoreFailure fallback decided anything.
+async fn assert_no_store_failures(replicas: &[Weir]) {
+    for w in replicas {
+        let text = metrics(w).await;
+        assert!(
+            !text.contains("weir_ratelimit_store_errors_total{"),
+            "a store failure during the run:\n{text}"
+        );
+    }
+}
+
 /// What the clients saw of one key during [`hammer`].
 #[derive(Default)]
 struct KeyLoad {
@@ -373,23 +406,18 @@ fn assert_exact(results: &[KeyResult]) {
 async fn global_limit_holds_across_three_replicas() {
     let redis = Redis::start().await;
     let up = Upstream::start("up").await;
-    let dir = api_routes("rl-global", up.addr);
-    dir.write(
-        "limits.yaml",
-        &global_rules(
-            "shared",
-            "api",
-            "{name: shared, requests: 50, per: 1s, burst: 50}",
-        ),
+    let dir = limited_api(
+        "rl-global",
+        up.addr,
+        "shared",
+        "{name: shared, requests: 50, per: 1s, burst: 50}",
     );
     let url = redis.url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Weir::serve(&dir.0, &["--redis-url", &url]).await);
-    }
+    let replicas = three_replicas(&dir, &["--redis-url", &url]).await;
     let addrs: Vec<_> = replicas.iter().map(|w| w.http).collect();
     let results = hammer(&addrs, &[]).await;
     assert_exact(&results);
+    assert_no_store_failures(&replicas).await;
     let sent = results[0].sent as u64;
     // One round trip per request: exactly one successful script run per
     // decision. Beside them only NOSCRIPT refusals, at most one per request
@@ -412,21 +440,14 @@ async fn global_limit_holds_across_three_replicas() {
 async fn roomy_limits_are_leased_and_still_exact() {
     let redis = Redis::start().await;
     let up = Upstream::start("up").await;
-    let dir = api_routes("rl-lease", up.addr);
-    dir.write(
-        "limits.yaml",
-        &global_rules(
-            "roomy",
-            "api",
-            "{name: roomy, requests: 1, per: 1h, burst: 6000}",
-        ),
+    let dir = limited_api(
+        "rl-lease",
+        up.addr,
+        "roomy",
+        "{name: roomy, requests: 1, per: 1h, burst: 6000}",
     );
     let url = redis.url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas
-            .push(Weir::serve(&dir.0, &["--redis-url", &url, "--ratelimit-replicas", "3"]).await);
-    }
+    let replicas = three_replicas(&dir, &["--redis-url", &url, "--ratelimit-replicas", "3"]).await;
     let addrs: Arc<Vec<_>> = Arc::new(replicas.iter().map(|w| w.http).collect());
     let (admitted, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -457,6 +478,7 @@ async fn roomy_limits_are_leased_and_still_exact() {
     let runs = redis.calls("evalsha") + redis.calls("eval");
     println!("admitted {admitted} of a burst of 6000 in {runs} script runs");
     assert_eq!(other.load(Ordering::Relaxed), 0, "only 200 and 429");
+    assert_no_store_failures(&replicas).await;
     assert!(
         admitted <= 6000,
         "{admitted} admitted: more than Redis granted"
@@ -487,24 +509,19 @@ async fn roomy_limits_are_leased_and_still_exact() {
 async fn global_limit_holds_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3).await;
     let up = Upstream::start("up").await;
-    let dir = api_routes("rl-cluster", up.addr);
-    dir.write(
-        "limits.yaml",
-        &global_rules(
-            "tenants",
-            "api",
-            "{name: per-tenant, key: {header: X-Tenant}, requests: 50, per: 1s, burst: 50}",
-        ),
+    let dir = limited_api(
+        "rl-cluster",
+        up.addr,
+        "tenants",
+        "{name: per-tenant, key: {header: X-Tenant}, requests: 50, per: 1s, burst: 50}",
     );
     // One seed is enough: the client learns the slot map from it.
     let seed = cluster.nodes[0].url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Weir::serve(&dir.0, &["--redis-url", &seed, "--redis-cluster"]).await);
-    }
+    let replicas = three_replicas(&dir, &["--redis-url", &seed, "--redis-cluster"]).await;
     let addrs: Vec<_> = replicas.iter().map(|w| w.http).collect();
     let results = hammer(&addrs, &["acme", "globex", "initech"]).await;
     assert_exact(&results);
+    assert_no_store_failures(&replicas).await;
     let sent: u64 = results.iter().map(|r| r.sent as u64).sum();
     let per_node: Vec<u64> = cluster
         .nodes
@@ -543,14 +560,11 @@ async fn global_limit_holds_on_a_redis_cluster() {
 async fn a_password_from_a_file_authenticates_to_redis() {
     let redis = Redis::start_with_password("s3cret-from-a-secret").await;
     let up = Upstream::start("up").await;
-    let dir = api_routes("rl-auth", up.addr);
-    dir.write(
-        "limits.yaml",
-        &global_rules(
-            "shared",
-            "api",
-            "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
-        ),
+    let dir = limited_api(
+        "rl-auth",
+        up.addr,
+        "shared",
+        "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
     );
     // Mounted Secret files often end with a newline.
     dir.write("redis-password", "s3cret-from-a-secret\n");
@@ -585,14 +599,11 @@ async fn a_password_from_a_file_authenticates_to_redis() {
 async fn rediss_with_a_private_ca() {
     let tls = TlsRedis::start().await;
     let up = Upstream::start("up").await;
-    let dir = api_routes("rl-tls", up.addr);
-    dir.write(
-        "limits.yaml",
-        &global_rules(
-            "shared",
-            "api",
-            "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
-        ),
+    let dir = limited_api(
+        "rl-tls",
+        up.addr,
+        "shared",
+        "{name: shared, requests: 2, per: 1m, onStoreFailure: Deny}",
     );
     let url = tls.url();
     let ca = tls.ca_file.to_str().expect("utf-8 path");

@@ -262,13 +262,13 @@ fn sliding(limit: &Limit, state: Option<State>, now: u64) -> (Outcome, Option<St
     (outcome, Some(state))
 }
 
+/// Per-second limits for the tests of the algorithms and of the stores
+/// built on them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_limits {
     use super::*;
 
-    const SECOND: u64 = 1_000_000;
-
-    fn limit(algorithm: Algorithm, requests: u64, burst: u64) -> Limit {
+    pub(crate) fn limit(algorithm: Algorithm, requests: u64, burst: u64) -> Limit {
         Limit {
             algorithm,
             requests,
@@ -276,6 +276,18 @@ mod tests {
             burst,
         }
     }
+
+    pub(crate) fn gcra(requests: u64, burst: u64) -> Limit {
+        limit(Algorithm::Gcra, requests, burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_limits::limit;
+    use super::*;
+
+    const SECOND: u64 = 1_000_000;
 
     /// Sends one request every `step` µs from `start` for `duration` µs.
     fn run(limit: &Limit, start: u64, step: u64, duration: u64) -> u64 {

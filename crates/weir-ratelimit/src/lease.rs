@@ -34,6 +34,21 @@ const SHARDS: usize = 64;
 /// which keeps a flood of distinct keys O(1) per request.
 const PER_SHARD: usize = 1024;
 
+/// Who a grant was for, which says what of it is spare and whether it
+/// ends the bucket's top-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taker {
+    /// A background top-up: every token is spare, and the top-up is over.
+    TopUp,
+    /// A request that asked for `asked` tokens and spends one of them;
+    /// more than one means it carried the bucket's top-up (see
+    /// [`Leases::want`]), which its grant ends.
+    Request {
+        /// What the request asked the store for.
+        asked: u32,
+    },
+}
+
 /// What the store granted one rule of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -160,30 +175,30 @@ impl Leases {
         }
     }
 
-    /// Keeps the granted tokens no request has spent yet (all of a
-    /// background `top_up`; all but the asking request's one otherwise),
-    /// and sizes the next ask from the store's `remaining`. `asked` is what
-    /// the call asked for: more than one means it carried the top-up.
-    #[allow(clippy::too_many_arguments)]
+    /// Keeps the granted tokens no request has spent yet, and sizes the
+    /// next ask from the store's `remaining`.
     pub fn keep(
         &self,
         bucket: &Bucket,
         limit: &Limit,
         replicas: u32,
         grant: &Grant,
-        top_up: bool,
-        asked: u32,
+        taker: Taker,
         now: Instant,
     ) {
-        let spare = if top_up {
-            grant.tokens
-        } else {
-            grant.tokens.saturating_sub(1)
+        let (spare, ends_top_up) = match taker {
+            Taker::TopUp => (grant.tokens, true),
+            Taker::Request { asked } => (grant.tokens.saturating_sub(1), asked > 1),
         };
         let next = lease_size(limit, grant.outcome.remaining, replicas);
         let mut shard = self.shard(bucket);
-        if spare == 0 && next == 1 {
-            // Nothing to remember: the next call asks for one token anyway.
+        let (held, held_next, refilling) = shard
+            .get(bucket)
+            .filter(|l| now < l.expires)
+            .map_or((0, 0, false), |l| (l.tokens, l.next, l.refilling));
+        if spare == 0 && held == 0 && next == 1 {
+            // Nothing to remember: no tokens, and the next call asks for one
+            // token anyway.
             shard.remove(bucket);
             return;
         }
@@ -195,14 +210,16 @@ impl Leases {
         if shard.len() >= PER_SHARD && !shard.contains_key(bucket) {
             shard.clear();
         }
-        let live = shard.get(bucket).filter(|l| now < l.expires);
-        let held = live.map_or(0, |l| l.tokens);
+        // At most one and a half leases, of the size they were granted at:
+        // as the size shrinks near the limit, tokens Redis already granted
+        // stay spendable (dropping them would only lose admissions).
+        let cap = next.max(held_next);
         // A one-token grant leaves a top-up that is still out in flight.
-        let refilling = !top_up && asked <= 1 && live.is_some_and(|l| l.refilling);
+        let refilling = !ends_top_up && refilling;
         shard.insert(
             *bucket,
             Lease {
-                tokens: (held + spare).min(next + next / 2),
+                tokens: (held + spare).min(cap + cap / 2),
                 granted: now,
                 expires: now + ttl,
                 remaining: grant.outcome.remaining,
@@ -217,15 +234,7 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gcra(requests: u64, burst: u64) -> Limit {
-        Limit {
-            algorithm: Algorithm::Gcra,
-            requests,
-            period: Duration::from_secs(1),
-            burst,
-        }
-    }
+    use crate::algorithm::test_limits::gcra;
 
     fn grant(tokens: u32, remaining: u64) -> Grant {
         Grant {
@@ -262,7 +271,14 @@ mod tests {
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
         assert_eq!(leases.want(&b), 1);
-        leases.keep(&b, &limit, 1, &grant(3, 50_000), false, 1, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(3, 50_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
         assert_eq!(leases.want(&b), MAX_LEASE);
         let first = leases.take(&b, t0).map(|t| t.outcome.remaining);
         assert_eq!(first, Some(50_001));
@@ -273,7 +289,14 @@ mod tests {
             leases.take(&b, t0).is_some(),
             "a returned token is spent again"
         );
-        leases.keep(&b, &limit, 1, &grant(5, 50_000), false, 1, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(5, 50_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
         assert!(
             leases.take(&b, t0 + Duration::from_millis(100)).is_none(),
             "a lease lives a tenth of the period"
@@ -286,7 +309,7 @@ mod tests {
         let b = Bucket([5; 16]);
         let limit = gcra(1_000_000, 1_000_000);
         let t0 = Instant::now();
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), Taker::TopUp, t0);
         let refills: Vec<Option<u32>> = (0..200)
             .map(|_| leases.take(&b, t0).and_then(|t| t.refill))
             .collect();
@@ -295,19 +318,26 @@ mod tests {
         assert_eq!(refills.iter().flatten().count(), 1, "one top-up out");
         assert_eq!(leases.want(&b), 1, "only its own token while one is out");
         // A request's own grant leaves the top-up out...
-        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(1, 900_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
         assert_eq!(leases.want(&b), 1);
         // ...a failed one lets the next spend try again...
         leases.refill_failed(&b);
         assert_eq!(leases.take(&b, t0).and_then(|t| t.refill), Some(MAX_LEASE));
         // ...and a landed one ends it, adding to the 55 tokens left...
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), Taker::TopUp, t0);
         assert_eq!(leases.want(&b), MAX_LEASE);
         let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
         assert_eq!(held, 55 + 256);
         // ...but never to more than one and a half leases.
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), true, 2, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), Taker::TopUp, t0);
+        leases.keep(&b, &limit, 1, &grant(256, 900_000), Taker::TopUp, t0);
         let held = std::iter::from_fn(|| leases.take(&b, t0)).count();
         assert_eq!(held, 384);
     }
@@ -318,27 +348,60 @@ mod tests {
         let b = Bucket([6; 16]);
         let limit = gcra(1_000_000, 1_000_000);
         let t0 = Instant::now();
-        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(1, 900_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
         assert_eq!(leases.want(&b), MAX_LEASE, "the first asks for a lease");
         assert_eq!(leases.want(&b), 1, "concurrent ones for their own token");
-        leases.keep(&b, &limit, 1, &grant(1, 900_000), false, 1, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(1, 900_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
         assert_eq!(leases.want(&b), 1, "a one-token grant leaves it out");
-        leases.keep(&b, &limit, 1, &grant(256, 900_000), false, MAX_LEASE, t0);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(256, 900_000),
+            Taker::Request { asked: MAX_LEASE },
+            t0,
+        );
         assert_eq!(leases.want(&b), MAX_LEASE, "its grant ends it");
         leases.refill_failed(&b);
         assert_eq!(leases.want(&b), MAX_LEASE, "so does its failure");
     }
 
     #[test]
-    fn a_bucket_without_room_forgets_its_lease() {
+    fn a_bucket_without_room_spends_what_it_holds_then_forgets_its_lease() {
         let leases = Leases::default();
         let b = Bucket([9; 16]);
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
-        leases.keep(&b, &limit, 1, &grant(2, 50_000), false, 1, t0);
-        leases.keep(&b, &limit, 1, &grant(1, 1), false, 1, t0);
-        assert_eq!(leases.want(&b), 1);
+        leases.keep(
+            &b,
+            &limit,
+            1,
+            &grant(2, 50_000),
+            Taker::Request { asked: 1 },
+            t0,
+        );
+        leases.keep(&b, &limit, 1, &grant(1, 1), Taker::Request { asked: 1 }, t0);
+        assert_eq!(leases.want(&b), 1, "no room: one token per ask");
+        // The token granted earlier is still spent, not lost...
+        assert!(leases.take(&b, t0).is_some());
         assert!(leases.take(&b, t0).is_none());
+        // ...and once none is held, the lease is forgotten.
+        leases.keep(&b, &limit, 1, &grant(1, 0), Taker::Request { asked: 1 }, t0);
+        assert!(leases.shard(&b).get(&b).is_none());
     }
 
     #[test]
@@ -354,7 +417,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = grant(10, 50_000);
         g.outcome.reset = Duration::from_millis(20);
-        leases.keep(&b, &limit, 1, &g, false, 1, t0);
+        leases.keep(&b, &limit, 1, &g, Taker::Request { asked: 1 }, t0);
         assert!(leases.take(&b, t0 + Duration::from_millis(10)).is_some());
         assert!(leases.take(&b, t0 + Duration::from_millis(20)).is_none());
     }

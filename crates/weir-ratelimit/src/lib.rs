@@ -312,7 +312,9 @@ impl RateLimiter {
     ) -> bool {
         let now = std::time::Instant::now();
         let mut leased = Vec::new();
-        let mut asked = Vec::with_capacity(global_idx.len());
+        // Both allocate only when used: a request served from leases alone
+        // never fills `asked`.
+        let mut asked = Vec::new();
         for &i in global_idx {
             match self.leases.take(&checks[i].bucket, now) {
                 Some(taken) => {
@@ -365,9 +367,11 @@ impl RateLimiter {
                 } else {
                     self.metrics.leased.inc_by(leased.len() as u64);
                     let replicas = self.replicas.load(Ordering::Relaxed);
+                    // A lease lives from its grant, not from the request's start.
+                    let now = std::time::Instant::now();
                     for (grant, (bucket, limit, want)) in grants.iter().zip(&asks) {
-                        self.leases
-                            .keep(bucket, limit, replicas, grant, false, *want, now);
+                        let taker = lease::Taker::Request { asked: *want };
+                        self.leases.keep(bucket, limit, replicas, grant, taker, now);
                     }
                 }
                 let outcomes = grants.into_iter().map(|g| g.outcome).collect();
@@ -389,14 +393,17 @@ impl RateLimiter {
     fn spawn_refill(self: &Arc<Self>, bucket: Bucket, limit: Limit, want: u32) {
         let limiter = Arc::clone(self);
         tokio::spawn(async move {
+            // A failure is already counted (store errors, breaker) by
+            // store_decide; the lease only has to allow the next try.
             match limiter.store_decide(&[(bucket, limit, want)]).await {
                 Ok(grants) => {
                     let replicas = limiter.replicas.load(Ordering::Relaxed);
+                    let now = std::time::Instant::now();
                     for grant in &grants {
-                        let now = std::time::Instant::now();
+                        let taker = lease::Taker::TopUp;
                         limiter
                             .leases
-                            .keep(&bucket, &limit, replicas, grant, true, want, now);
+                            .keep(&bucket, &limit, replicas, grant, taker, now);
                     }
                 }
                 Err(_) => limiter.leases.refill_failed(&bucket),

@@ -181,22 +181,11 @@ impl LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::algorithm::Algorithm;
+    use crate::algorithm::test_limits::gcra;
 
     fn bucket(n: u64) -> Bucket {
         Bucket::new(&[b"test", &n.to_be_bytes()])
-    }
-
-    fn gcra(requests: u64, burst: u64) -> Limit {
-        Limit {
-            algorithm: Algorithm::Gcra,
-            requests,
-            period: Duration::from_secs(1),
-            burst,
-        }
     }
 
     #[test]
