@@ -98,9 +98,31 @@ pub fn route_yaml(
     upstream: &str,
 ) -> String {
     format!(
+        "{}---\n{}",
+        ingress_yaml(ingress, "", host, path, path_type, service),
+        service_yaml(service, upstream)
+    )
+}
+
+/// One Ingress with one path to `service` port 80, with `annotations`
+/// (flow-style map entries, e.g. `weir.dev/access-log: "false"`).
+pub fn ingress_yaml(
+    ingress: &str,
+    annotations: &str,
+    host: &str,
+    path: &str,
+    path_type: &str,
+    service: &str,
+) -> String {
+    let annotations = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!(", annotations: {{{annotations}}}")
+    };
+    format!(
         "apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {{name: {ingress}}}
+metadata: {{name: {ingress}{annotations}}}
 spec:
   ingressClassName: weir
   rules:
@@ -108,9 +130,7 @@ spec:
     http:
       paths:
       - {{path: \"{path}\", pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
----
-{}",
-        service_yaml(service, upstream)
+"
     )
 }
 

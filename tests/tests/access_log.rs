@@ -7,24 +7,7 @@ use serde_json::Value;
 use weir_tests::client;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, eventually, route_yaml};
-
-fn ingress(name: &str, host: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: {name}, annotations: {{{annotations}}}}}
-spec:
-  ingressClassName: weir
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: up, port: {{number: 80}}}}}}}}
----
-"
-    )
-}
+use weir_tests::{TempDir, eventually, ingress_yaml, route_yaml};
 
 #[tokio::test]
 async fn one_json_line_per_request_with_every_field() {
@@ -33,12 +16,14 @@ async fn one_json_line_per_request_with_every_field() {
     let upstream = up.addr.to_string();
     let mut yaml = route_yaml("api", "api.test", "/", "Prefix", "up", &upstream);
     yaml.push_str("---\n");
-    yaml.push_str(&ingress(
-        "quiet",
-        "quiet.test",
-        "weir.dev/access-log: \"false\"",
-    ));
-    yaml.push_str(&ingress("partners", "partners.test", ""));
+    for (name, annotations) in [
+        ("quiet", "weir.dev/access-log: \"false\""),
+        ("partners", ""),
+    ] {
+        let host = format!("{name}.test");
+        yaml.push_str(&ingress_yaml(name, annotations, &host, "/", "Prefix", "up"));
+        yaml.push_str("---\n");
+    }
     yaml.push_str(
         "apiVersion: weir.dev/v1alpha1
 kind: GatewayPolicy

@@ -8,7 +8,7 @@ use std::time::Duration;
 use weir_tests::client::{get, http1};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, eventually, route_yaml};
+use weir_tests::{TempDir, eventually, ingress_yaml, route_yaml, service_yaml};
 
 #[tokio::test]
 async fn edit_under_load_fails_nothing_and_applies_within_a_second() {
@@ -77,17 +77,11 @@ async fn edit_under_load_fails_nothing_and_applies_within_a_second() {
     })
     .await;
     let applied = edited.elapsed();
-    let mut stable_yaml = route_yaml(
-        "stable",
-        "stable.test",
-        "/",
-        "Prefix",
-        "stable",
-        &stable.addr.to_string(),
-    );
-    stable_yaml = stable_yaml.replace(
-        "metadata: {name: stable}",
-        "metadata: {name: stable, annotations: {weir.dev/request-timeout: 20s}}",
+    let timeout = "weir.dev/request-timeout: 20s";
+    let stable_yaml = format!(
+        "{}---\n{}",
+        ingress_yaml("stable", timeout, "stable.test", "/", "Prefix", "stable"),
+        service_yaml("stable", &stable.addr.to_string())
     );
     dir.write("stable.yaml", &stable_yaml);
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use weir_tests::client::{get, h2c, http1};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, route_yaml, service_yaml};
+use weir_tests::{TempDir, ingress_yaml, route_yaml, service_yaml};
 
 fn ingress(name: &str, host: Option<&str>, paths: &[(&str, &str, &str)]) -> String {
     let host = host
@@ -258,17 +258,11 @@ async fn upstream_failures_have_json_answers() {
 async fn upstream_timeout_is_504() {
     let up = Upstream::start("slow").await;
     let dir = TempDir::new("timeout");
-    let mut yaml = route_yaml(
-        "slow",
-        "slow.test",
-        "/",
-        "Prefix",
-        "slow",
-        &up.addr.to_string(),
-    );
-    yaml = yaml.replace(
-        "metadata: {name: slow}",
-        "metadata: {name: slow, annotations: {weir.dev/request-timeout: 300ms}}",
+    let timeout = "weir.dev/request-timeout: 300ms";
+    let yaml = format!(
+        "{}---\n{}",
+        ingress_yaml("slow", timeout, "slow.test", "/", "Prefix", "slow"),
+        service_yaml("slow", &up.addr.to_string())
     );
     dir.write("slow.yaml", &yaml);
     let weir = Weir::serve(&dir.0, &[]).await;

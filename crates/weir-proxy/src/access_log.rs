@@ -17,8 +17,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -39,36 +40,30 @@ pub enum Destination {
     File(PathBuf),
 }
 
-/// The access log: a queue to the writer thread and the sampling rate.
-#[derive(Clone)]
-pub struct AccessLog {
-    tx: Option<SyncSender<String>>,
+/// The access log: off, or a writer thread with its queue and sampling.
+/// Cloning it (once per logged request) is one reference count.
+#[derive(Clone, Default)]
+pub struct AccessLog(Option<Arc<Writer>>);
+
+struct Writer {
+    tx: SyncSender<String>,
     /// Log one request in `every` (5xx answers always).
     every: u64,
-    seen: std::sync::Arc<AtomicU64>,
+    seen: AtomicU64,
     dropped: prometheus::IntCounter,
 }
 
 impl AccessLog {
-    /// No access log.
-    pub fn off(dropped: prometheus::IntCounter) -> Self {
-        AccessLog {
-            tx: None,
-            every: 1,
-            seen: Default::default(),
-            dropped,
-        }
-    }
-
     /// Starts the writer thread for `destination`, logging a `sample`
-    /// fraction (0 < sample ≤ 1) of requests and every 5xx.
+    /// fraction (0 < sample ≤ 1) of requests and every 5xx; lines the
+    /// writer cannot take in time are counted in `dropped`.
     pub fn start(
         destination: &Destination,
         sample: f64,
         dropped: prometheus::IntCounter,
     ) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = match destination {
-            Destination::Off => return Ok(Self::off(dropped)),
+            Destination::Off => return Ok(AccessLog(None)),
             Destination::Stdout => Box::new(std::io::stdout()),
             Destination::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -87,19 +82,21 @@ impl AccessLog {
         } else {
             u64::MAX
         };
-        Ok(AccessLog {
-            tx: Some(tx),
+        Ok(AccessLog(Some(Arc::new(Writer {
+            tx,
             every,
-            seen: Default::default(),
+            seen: AtomicU64::new(0),
             dropped,
-        })
+        }))))
     }
 
     /// Whether any line can be written (skips collecting fields when not).
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.0.is_some()
     }
+}
 
+impl Writer {
     /// Whether this request's line is kept by sampling (5xx always are).
     fn sampled(&self, status: u16) -> bool {
         if status >= 500 || self.every == 1 {
@@ -111,9 +108,7 @@ impl AccessLog {
     }
 
     fn send(&self, line: String) {
-        if let Some(tx) = &self.tx
-            && let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line)
-        {
+        if self.tx.try_send(line).is_err() {
             self.dropped.inc();
         }
     }
@@ -122,21 +117,63 @@ impl AccessLog {
 /// Writes lines as they come, flushing whenever none are waiting.
 fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut failing = false;
     while let Ok(line) = rx.recv() {
-        // A closed stdout or a full disk fails these writes; there is
-        // nothing better to do than keep draining, so requests never notice.
-        let _ = writeln!(out, "{line}");
+        let mut result = writeln!(out, "{line}");
         while let Ok(line) = rx.try_recv() {
-            let _ = writeln!(out, "{line}");
+            result = result.and_then(|()| writeln!(out, "{line}"));
         }
-        let _ = out.flush();
+        // A closed stdout or a full disk: say so once per failing streak
+        // and keep draining, so requests never notice.
+        match result.and_then(|()| out.flush()) {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "Access log cannot be written; lines are lost until it can.");
+            }
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("Access log written again.");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What is known of a request when it arrives, kept only when there is an
+/// access log.
+pub(crate) struct Arrival {
+    started: Instant,
+    time: SystemTime,
+    method: http::Method,
+    host: String,
+    /// Without the query string: query parameters can carry credentials.
+    path: String,
+    client: SocketAddr,
+}
+
+impl Arrival {
+    pub(crate) fn of<B>(req: &http::Request<B>, client: SocketAddr, started: Instant) -> Arrival {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        Arrival {
+            started,
+            time: SystemTime::now(),
+            method: req.method().clone(),
+            host: host.to_owned(),
+            path: req.uri().path().to_owned(),
+            client,
+        }
     }
 }
 
 /// What the pipeline learned about a request, for its log line.
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
-    pub(crate) route: Option<String>,
+    pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<SocketAddr>,
     /// The API-key consumer or the JWT `sub`.
     pub(crate) user: Option<String>,
@@ -148,14 +185,9 @@ pub(crate) struct Facts {
 
 /// One request's line, finished when its body ends.
 pub(crate) struct Record {
-    log: AccessLog,
-    started: Instant,
-    time: SystemTime,
-    request_id: String,
-    method: String,
-    host: String,
-    path: String,
-    client: SocketAddr,
+    writer: Arc<Writer>,
+    arrival: Arrival,
+    request_id: http::HeaderValue,
     status: u16,
     facts: Facts,
 }
@@ -163,54 +195,45 @@ pub(crate) struct Record {
 impl Record {
     /// A record for a request answered with `status`, or `None` when the
     /// log is off, the route opted out, or sampling skips it.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         log: &AccessLog,
-        started: Instant,
+        arrival: Arrival,
         request_id: &http::HeaderValue,
-        method: &http::Method,
-        host: &str,
-        path: &str,
-        client: SocketAddr,
         status: u16,
         facts: Facts,
     ) -> Option<Box<Record>> {
-        if !log.enabled() || facts.off || !log.sampled(status) {
+        let writer = log.0.as_ref()?;
+        if facts.off || !writer.sampled(status) {
             return None;
         }
         Some(Box::new(Record {
-            log: log.clone(),
-            started,
-            time: SystemTime::now(),
-            request_id: request_id.to_str().unwrap_or_default().to_owned(),
-            method: method.as_str().to_owned(),
-            host: host.to_owned(),
-            path: path.to_owned(),
-            client,
+            writer: writer.clone(),
+            arrival,
+            request_id: request_id.clone(),
             status,
             facts,
         }))
     }
 
     fn finish(self, bytes: u64, completed: bool) {
-        let time = humantime_rfc3339(self.time);
+        let a = &self.arrival;
         let line = serde_json::json!({
-            "time": time,
-            "request_id": self.request_id,
-            "method": self.method,
-            "host": self.host,
-            "path": self.path,
-            "route": self.facts.route,
+            "time": humantime_rfc3339(a.time),
+            "request_id": self.request_id.to_str().unwrap_or_default(),
+            "method": a.method.as_str(),
+            "host": a.host,
+            "path": a.path,
+            "route": self.facts.route.as_deref(),
             "upstream": self.facts.upstream.map(|a| a.to_string()),
             "status": self.status,
             "bytes": bytes,
-            "latency_ms": self.started.elapsed().as_secs_f64() * 1000.0,
-            "client": self.client.ip().to_string(),
+            "latency_ms": a.started.elapsed().as_secs_f64() * 1000.0,
+            "client": a.client.ip().to_string(),
             "user": self.facts.user,
             "ratelimit": self.facts.ratelimit,
             "completed": completed,
         });
-        self.log.send(line.to_string());
+        self.writer.send(line.to_string());
     }
 }
 
@@ -324,8 +347,9 @@ mod tests {
         let counter = prometheus::IntCounter::new("t", "t").expect("counter");
         let log =
             AccessLog::start(&Destination::File("/dev/null".into()), 0.25, counter).expect("log");
-        let kept = (0..100).filter(|_| log.sampled(200)).count();
+        let writer = log.0.expect("a writer");
+        let kept = (0..100).filter(|_| writer.sampled(200)).count();
         assert_eq!(kept, 25);
-        assert!((0..10).all(|_| log.sampled(502)));
+        assert!((0..10).all(|_| writer.sampled(502)));
     }
 }

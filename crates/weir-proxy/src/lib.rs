@@ -165,7 +165,6 @@ impl Proxy {
             .pool_max_idle_per_host(1024)
             .build(connector);
         let unrouted = metrics.route(NO_ROUTE);
-        let access_log = access_log::AccessLog::off(metrics.access_log_dropped.clone());
         Proxy {
             installed: ArcSwap::from_pointee(Installed {
                 table: RouteTable::default(),
@@ -178,7 +177,7 @@ impl Proxy {
             unrouted,
             auth,
             limiter,
-            access_log,
+            access_log: access_log::AccessLog::default(),
         }
     }
 
@@ -250,17 +249,10 @@ impl Proxy {
         let start = Instant::now();
         let request_id = self.ids.get(req.headers());
         // Only what the log line needs, and only when there is a log.
-        let logged = self.access_log.enabled().then(|| {
-            let host = req
-                .headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                .unwrap_or_default()
-                .to_owned();
-            (req.method().clone(), host, req.uri().path().to_owned())
-        });
-        let peer = conn.peer;
+        let arrival = self
+            .access_log
+            .enabled()
+            .then(|| access_log::Arrival::of(&req, conn.peer, start.into_std()));
         let mut facts = access_log::Facts::default();
         let (resp, metrics) = match self
             .route_and_forward(req, conn, &request_id, &mut facts)
@@ -276,18 +268,8 @@ impl Proxy {
             Some(t) => t.metrics.observe(status, elapsed),
             None => self.unrouted.observe(status, elapsed),
         }
-        let record = logged.and_then(|(method, host, path)| {
-            access_log::Record::new(
-                &self.access_log,
-                start.into_std(),
-                &request_id,
-                &method,
-                &host,
-                &path,
-                peer,
-                status,
-                facts,
-            )
+        let record = arrival.and_then(|arrival| {
+            access_log::Record::new(&self.access_log, arrival, &request_id, status, facts)
         });
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         Ok(resp.map(|body| access_log::Logged::new(body, record)))
@@ -337,7 +319,7 @@ impl Proxy {
         };
 
         if self.access_log.enabled() {
-            facts.route = Some(target.name.to_string());
+            facts.route = Some(target.name.clone());
             facts.off = target.access_log_off;
         }
 
