@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-deps lint fmt golden bench bench-controller proxy-bench policy-bench
+.PHONY: help build run test test-deps lint fmt golden manifests bench bench-controller proxy-bench policy-bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,21 @@ test: test-deps ## Run every test: unit, golden and end-to-end against the real 
 	$(CARGO) test --locked --workspace
 	bash tests/scripts/dockerfile-check.sh
 
-test-deps: ## Install what the end-to-end tests run for real (redis-server) when missing
+# helm, kubernetes-validate, yamllint and k8s-crd-check for the chart tests
+# (tests/tests/chart.rs looks here first), from the shared installer.
+K8S_TOOLS_PREFIX ?= $(CURDIR)/target/k8s-tools
+# kubectl comes from there too when the machine has none.
+export PATH := $(PATH):$(K8S_TOOLS_PREFIX)/bin
+K8S_TOOLS_INSTALLER ?= $(firstword $(wildcard $(CURDIR)/../shared/tools/install-k8s-tools $(CURDIR)/../../shared/tools/install-k8s-tools))
+
+test-deps: ## Install what the tests run for real when missing: redis-server, helm, kubernetes-validate
+	@[ -n "$(K8S_TOOLS_INSTALLER)" ] || { echo "install-k8s-tools not found in ../shared/tools; set K8S_TOOLS_INSTALLER to its path"; exit 1; }
+	@[ -x "$(K8S_TOOLS_PREFIX)/bin/helm" ] && [ -x "$(K8S_TOOLS_PREFIX)/bin/kubernetes-validate" ] || { \
+	  python3 -m pip --version >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null || { \
+	    echo "Installing python3-pip and python3-venv (install-k8s-tools needs them)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	    { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends python3-pip python3-venv; } >/dev/null; }; \
+	  "$(K8S_TOOLS_INSTALLER)" --no-helm4 "$(K8S_TOOLS_PREFIX)"; }
 	@command -v redis-server >/dev/null || { \
 	  echo "Installing redis-server (the rate-limit tests start real Redis servers)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -47,6 +61,10 @@ lint: ## Check formatting and run clippy with warnings as errors
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+manifests: test-deps ## Regenerate deploy/weir.yaml from the Helm chart (and the CRDs from the Rust types)
+	$(CARGO) run --locked -q -p weir-crd --bin crdgen
+	UPDATE_MANIFESTS=1 $(CARGO) test --locked -p weir-tests --test chart rendered_manifest_is_fresh
 
 golden: ## Regenerate the compiler's golden outputs (review the diff!)
 	UPDATE_GOLDEN=1 $(CARGO) test --locked -p weir-compiler --test golden

@@ -83,6 +83,20 @@ impl Weir {
         Self::start(&args).await
     }
 
+    /// Like [`Weir::run`] with environment variables set, as a pod spec
+    /// would set them.
+    pub async fn run_env(kubeconfig: &Path, extra: &[String], env: &[(&str, &str)]) -> Weir {
+        let mut args = vec![
+            "run".to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let weir = Self::spawn_env(&args, env);
+        weir.await_ready().await;
+        weir
+    }
+
     async fn start(args: &[String]) -> Weir {
         let weir = Self::spawn(args);
         weir.await_ready().await;
@@ -121,9 +135,14 @@ impl Weir {
     }
 
     fn spawn(args: &[String]) -> Weir {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Weir {
         let (sub, rest) = args.split_first().expect("subcommand");
         let mut cmd = Command::new(binary());
-        cmd.arg(sub)
+        cmd.envs(env.iter().copied())
+            .arg(sub)
             .args(rest)
             .args([
                 "--http-addr",

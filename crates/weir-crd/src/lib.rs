@@ -18,6 +18,10 @@ use kube::CustomResourceExt;
 /// Where `crdgen` writes the CRD, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/gatewaypolicies.weir.dev.yaml";
 
+/// Every committed copy of the CRD: `crds/` for `kubectl apply` users and
+/// the Helm chart's `crds/`, which Helm installs before the templates.
+pub const CRD_PATHS: [&str; 2] = [CRD_PATH, "charts/weir/crds/gatewaypolicies.weir.dev.yaml"];
+
 /// The CRD as YAML, exactly as committed under `crds/`.
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
     let body = serde_norway::to_string(&GatewayPolicy::crd())?;
