@@ -18,6 +18,8 @@ pub struct Weir {
     pub http: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The HTTPS listener, when started with `--https-addr`.
+    pub https: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -170,13 +172,14 @@ impl Weir {
                         let _ = tx.send((
                             v["http"].as_str().unwrap_or("").to_owned(),
                             v["admin"].as_str().unwrap_or("").to_owned(),
+                            v["https"].as_str().map(str::to_owned),
                         ));
                     }
                     logs.lock().expect("log lock").push(line);
                 }
             });
         }
-        let Ok((http, admin)) = rx.recv_timeout(Duration::from_secs(10)) else {
+        let Ok((http, admin, https)) = rx.recv_timeout(Duration::from_secs(10)) else {
             let _ = child.kill();
             panic!(
                 "weir did not log its listeners within 10s; logs:\n{}",
@@ -187,6 +190,7 @@ impl Weir {
             child,
             http: http.parse().expect("http addr"),
             admin: admin.parse().expect("admin addr"),
+            https: https.map(|a| a.parse().expect("https addr")),
             logs,
         }
     }

@@ -440,11 +440,19 @@ async fn rendered_deployment_flags_run() {
         "--log-format=",
         "--worker-threads=",
     ];
+    // The HTTPS listener binds a free loopback port like the others.
     let flags: Vec<String> = args[1..]
         .iter()
         .filter(|a| !harness.iter().any(|h| a.starts_with(h)))
-        .cloned()
+        .map(|a| match a.strip_prefix("--https-addr=") {
+            Some(_) => "--https-addr=127.0.0.1:0".to_owned(),
+            None => a.clone(),
+        })
         .collect();
+    assert!(
+        flags.iter().any(|f| f.starts_with("--https-addr=")),
+        "{flags:?}"
+    );
     assert!(
         flags.iter().any(|f| f.starts_with("--publish-service=")),
         "{flags:?}"
@@ -507,6 +515,7 @@ async fn rendered_deployment_flags_run() {
 
     let weir = Weir::run_env(server.kubeconfig_path(), &flags, &env).await;
     await_status(weir.http, "charted.test", 200, "the Ingress to route").await;
+    assert!(weir.https.is_some(), "the HTTPS listener is up");
 
     let leases: Api<Lease> = Api::namespaced(kube.clone(), NAMESPACE);
     let ingresses: Api<Ingress> = Api::namespaced(kube.clone(), "default");

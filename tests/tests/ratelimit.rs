@@ -576,6 +576,8 @@ async fn a_password_from_a_file_authenticates_to_redis() {
             &redis.url(),
             "--redis-password-file",
             password.to_str().expect("utf-8 path"),
+            "--redis-timeout",
+            "2s",
         ],
     )
     .await;
@@ -607,7 +609,19 @@ async fn rediss_with_a_private_ca() {
     );
     let url = tls.url();
     let ca = tls.ca_file.to_str().expect("utf-8 path");
-    let trusted = Weir::serve(&dir.0, &["--redis-url", &url, "--redis-ca-file", ca]).await;
+    // A TLS handshake on a busy machine can outlast the 100 ms default.
+    let trusted = Weir::serve(
+        &dir.0,
+        &[
+            "--redis-url",
+            &url,
+            "--redis-ca-file",
+            ca,
+            "--redis-timeout",
+            "2s",
+        ],
+    )
+    .await;
     assert_eq!(
         statuses(&trusted, 3).await,
         [200, 200, 429],

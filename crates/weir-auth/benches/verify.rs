@@ -36,6 +36,8 @@ fn snapshot(auth: Authentication) -> Snapshot {
     );
     Snapshot {
         replicas: None,
+        certificates: Default::default(),
+        default_certificate: None,
         policies,
         ..Snapshot::default()
     }

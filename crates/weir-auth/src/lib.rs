@@ -266,6 +266,8 @@ mod tests {
             .collect();
         Snapshot {
             replicas: None,
+            certificates: Default::default(),
+            default_certificate: None,
             policies,
             ..Snapshot::default()
         }

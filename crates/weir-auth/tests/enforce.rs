@@ -67,6 +67,8 @@ fn policy(authentication: Authentication, authorization: Option<Authorization>) 
     );
     Snapshot {
         replicas: None,
+        certificates: Default::default(),
+        default_certificate: None,
         policies,
         ..Snapshot::default()
     }

@@ -24,6 +24,14 @@ pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
 pub const WEIR_ACCESS_LOG: &str = "weir.dev/access-log";
 /// ingress-nginx's spelling of the same switch, honoured for migrants.
 const NGINX_ENABLE_ACCESS_LOG: &str = "nginx.ingress.kubernetes.io/enable-access-log";
+/// `weir.dev/ssl-redirect`: `"false"` serves plain HTTP for hosts that have
+/// a certificate instead of redirecting to HTTPS (default `"true"`).
+pub const WEIR_SSL_REDIRECT: &str = "weir.dev/ssl-redirect";
+/// ingress-nginx's spelling of the same switch.
+const NGINX_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+/// ingress-nginx: redirect to HTTPS even when the Ingress has no TLS section
+/// (TLS terminated in front of weir, or by another Ingress's certificate).
+const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
 /// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
 /// the manifest-folder provider where no EndpointSlice controller runs.
 pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
@@ -67,10 +75,25 @@ fn refused_nginx(name: &str) -> Option<&'static str> {
 }
 
 /// Settings an Ingress's annotations contribute to its routes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) access_log_off: bool,
+    /// Redirect plain HTTP to HTTPS when the host has a certificate.
+    pub(crate) ssl_redirect: bool,
+    /// Redirect plain HTTP to HTTPS whether or not it has one.
+    pub(crate) force_ssl_redirect: bool,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            timeout_ms: None,
+            access_log_off: false,
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+        }
+    }
 }
 
 /// Reads an Ingress's annotations, reporting every one weir refuses or does
@@ -121,6 +144,30 @@ pub(crate) fn ingress_settings(
                     "InvalidAnnotation",
                     format!("{value:?} is not \"true\" or \"false\""),
                 ),
+            }
+        } else if key == WEIR_SSL_REDIRECT
+            || key == NGINX_SSL_REDIRECT
+            || key == NGINX_FORCE_SSL_REDIRECT
+        {
+            if key == NGINX_SSL_REDIRECT && annotations.contains_key(WEIR_SSL_REDIRECT) {
+                continue;
+            }
+            let on = match value.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    report.error(
+                        field(key),
+                        "InvalidAnnotation",
+                        format!("{value:?} is not \"true\" or \"false\""),
+                    );
+                    continue;
+                }
+            };
+            if key == NGINX_FORCE_SSL_REDIRECT {
+                settings.force_ssl_redirect = on;
+            } else {
+                settings.ssl_redirect = on;
             }
         } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
             match refused_nginx(name) {

@@ -150,6 +150,8 @@ impl<'a> Resolver<'a> {
             timeout_ms: None,
             access_log_off: false,
             policy: None,
+            https_redirect: false,
+            hsts: false,
         })
     }
 

@@ -22,6 +22,7 @@ use crate::backend::Resolver;
 use crate::class::Classes;
 use crate::diagnostics::{Diagnostic, ObjectRef, Reporter};
 use crate::policy::{Policies, RouteSite};
+use crate::tls::Certificates;
 use crate::validate::{validate_host, validate_path};
 
 /// Our Ingresses, oldest first.
@@ -47,9 +48,41 @@ pub(crate) fn ours_oldest_first<'a>(inputs: &'a Inputs, classes: &Classes<'_>) -
 
 #[derive(Default)]
 struct HostBuilder {
-    /// Routes by path match, each with the Ingress that owns it.
-    routes: BTreeMap<PathMatch, (Route, ObjectRef)>,
-    fallback: Option<(RouteAction, ObjectRef)>,
+    /// Routes by path match, each with the Ingress that owns it and its
+    /// redirect setting (resolved once every certificate is known).
+    routes: BTreeMap<PathMatch, (Route, ObjectRef, Redirect)>,
+    fallback: Option<(RouteAction, ObjectRef, Redirect)>,
+}
+
+/// When plain HTTP is redirected to HTTPS.
+#[derive(Clone, Copy)]
+enum Redirect {
+    /// `ssl-redirect: "false"`.
+    Off,
+    /// The default: when the host has a certificate.
+    IfTls,
+    /// `force-ssl-redirect: "true"`.
+    Always,
+}
+
+impl Redirect {
+    fn of(settings: &IngressSettings) -> Redirect {
+        if settings.force_ssl_redirect {
+            Redirect::Always
+        } else if settings.ssl_redirect {
+            Redirect::IfTls
+        } else {
+            Redirect::Off
+        }
+    }
+
+    fn applies(self, host_has_tls: bool) -> bool {
+        match self {
+            Redirect::Off => false,
+            Redirect::IfTls => host_has_tls,
+            Redirect::Always => true,
+        }
+    }
 }
 
 /// Accumulates routes from Ingresses, oldest first.
@@ -65,6 +98,7 @@ impl Builder {
         ing: &Ingress,
         backends: &mut Resolver<'_>,
         policies: &mut Policies,
+        certificates: &mut Certificates<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
         let namespace = ing.metadata.namespace.as_deref().unwrap_or("default");
@@ -96,6 +130,10 @@ impl Builder {
             );
             return;
         }
+        // A bad Secret is reported here and costs only HTTPS for its hosts:
+        // the routes are still served.
+        certificates.add_ingress(namespace, spec, &mut report);
+        let redirect = Redirect::of(&settings);
 
         let mut contributed = false;
         // Hosts this Ingress names, for its defaultBackend.
@@ -146,7 +184,7 @@ impl Builder {
                 };
                 let entry = self.hosts.entry(host.clone()).or_default();
                 match entry.routes.get(&matcher) {
-                    Some((_, owner)) if owner != &object => report.error(
+                    Some((_, owner, _)) if owner != &object => report.error(
                         Some(field),
                         "PathConflict",
                         format!(
@@ -160,7 +198,9 @@ impl Builder {
                         format!("path {} is listed twice for host {host}; the first wins", describe(&matcher)),
                     ),
                     None => {
-                        entry.routes.insert(matcher, (route, object.clone()));
+                        entry
+                            .routes
+                            .insert(matcher, (route, object.clone(), redirect));
                         contributed = true;
                     }
                 }
@@ -190,13 +230,13 @@ impl Builder {
             for host in own_hosts {
                 let entry = self.hosts.entry(host.clone()).or_default();
                 match &entry.fallback {
-                    Some((_, owner)) => report.warn(
+                    Some((_, owner, _)) => report.warn(
                         Some("spec.defaultBackend".into()),
                         "DefaultBackendConflict",
                         format!("host {host} already falls back to the defaultBackend of {owner}, which is older"),
                     ),
                     None => {
-                        entry.fallback = Some((action.clone(), object.clone()));
+                        entry.fallback = Some((action.clone(), object.clone(), redirect));
                         contributed = true;
                     }
                 }
@@ -210,17 +250,36 @@ impl Builder {
         }
     }
 
-    pub(crate) fn finish(self) -> (Vec<VirtualHost>, BTreeSet<ObjectRef>) {
+    /// The virtual hosts, with HTTPS redirects and HSTS settled now that
+    /// every Ingress's certificates are known (a host's certificate may come
+    /// from another Ingress than its paths, as with ingress-nginx).
+    pub(crate) fn finish(
+        self,
+        certificates: &Certificates<'_>,
+    ) -> (Vec<VirtualHost>, BTreeSet<ObjectRef>) {
         let hosts = self
             .hosts
             .into_iter()
             .map(|(host, b)| {
-                let mut routes: Vec<Route> = b.routes.into_values().map(|(r, _)| r).collect();
+                let tls = certificates.covers(&host);
+                let settle = |mut a: RouteAction, redirect: Redirect| {
+                    a.https_redirect = redirect.applies(tls);
+                    a.hsts = tls;
+                    a
+                };
+                let mut routes: Vec<Route> = b
+                    .routes
+                    .into_values()
+                    .map(|(mut r, _, redirect)| {
+                        r.action = settle(r.action, redirect);
+                        r
+                    })
+                    .collect();
                 routes.sort_by(|a, b| precedence(&a.path).cmp(&precedence(&b.path)));
                 VirtualHost {
                     host,
                     routes,
-                    fallback: b.fallback.map(|(a, _)| a),
+                    fallback: b.fallback.map(|(a, _, redirect)| settle(a, redirect)),
                 }
             })
             .collect();
@@ -259,6 +318,8 @@ fn action(
         timeout_ms: settings.timeout_ms,
         access_log_off: settings.access_log_off,
         policy,
+        https_redirect: false,
+        hsts: false,
     }
 }
 

@@ -26,6 +26,7 @@ mod duration;
 mod ingress;
 pub mod manifest;
 mod policy;
+mod tls;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,6 +156,9 @@ pub struct CompileOptions {
     /// weir's own Service (namespace, name): its ready endpoints are the
     /// live replicas that share `localShare` limits.
     pub replicas_service: Option<(String, String)>,
+    /// `--default-ssl-certificate` (namespace, Secret name): presented when
+    /// no Ingress certificate matches the SNI name.
+    pub default_certificate: Option<(String, String)>,
 }
 
 impl Default for CompileOptions {
@@ -166,6 +170,7 @@ impl Default for CompileOptions {
             allow_static_upstreams: false,
             default_backend: None,
             replicas_service: None,
+            default_certificate: None,
         }
     }
 }
@@ -203,15 +208,26 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
     let classes = class::Classes::new(inputs, options);
     let mut builder = ingress::Builder::default();
     let mut policies = policy::Policies::new(inputs, &mut diagnostics);
+    let mut certificates = tls::Certificates::new(inputs);
 
     for ing in ingress::ours_oldest_first(inputs, &classes) {
-        builder.add_ingress(ing, &mut backends, &mut policies, &mut diagnostics);
+        builder.add_ingress(
+            ing,
+            &mut backends,
+            &mut policies,
+            &mut certificates,
+            &mut diagnostics,
+        );
     }
+    let default_certificate = options
+        .default_certificate
+        .as_ref()
+        .and_then(|(ns, name)| certificates.default_certificate(ns, name, &mut diagnostics));
     let default_backend = options
         .default_backend
         .as_ref()
         .and_then(|r| backends.resolve_global(r, &mut diagnostics));
-    let (hosts, accepted) = builder.finish();
+    let (hosts, accepted) = builder.finish(&certificates);
     let replicas = options
         .replicas_service
         .as_ref()
@@ -227,6 +243,8 @@ pub fn compile(inputs: &Inputs, options: &CompileOptions) -> Compiled {
             upstreams,
             policies: effective,
             replicas,
+            certificates: certificates.into_map(),
+            default_certificate,
         },
         diagnostics,
         accepted,

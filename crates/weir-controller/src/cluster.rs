@@ -626,10 +626,28 @@ impl ClusterProvider {
     /// Compiles the stores and publishes; returns how long the compile took.
     async fn compile_and_publish(&mut self, stores: &Stores) -> Duration {
         let policies = stores.policy_objects();
+        // TLS Secrets the Ingresses name, and the default certificate.
+        let tls: Vec<(String, String)> = stores
+            .ingresses
+            .iter()
+            .flat_map(Store::state)
+            .flat_map(|ing| {
+                let ns = ing.metadata.namespace.clone().unwrap_or_default();
+                ing.spec
+                    .iter()
+                    .flat_map(|s| s.tls.iter().flatten())
+                    .filter_map(|t| t.secret_name.clone())
+                    .filter(|n| !n.is_empty())
+                    .map(move |n| (ns.clone(), n))
+                    .collect::<Vec<_>>()
+            })
+            .chain(self.options.default_certificate.clone())
+            .collect();
         self.secrets
             .reconcile(
                 &self.client,
                 policies.iter().map(|p| p.as_ref()),
+                tls.into_iter(),
                 &self.changed,
                 &self.metrics,
             )

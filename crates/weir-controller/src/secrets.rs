@@ -1,9 +1,10 @@
-//! Secret watches scoped to what policies use.
+//! Secret watches scoped to what policies and TLS use.
 //!
 //! weir never caches every Secret in the cluster: it watches only the
-//! Secrets a GatewayPolicy names (one watch per Secret, by
-//! `metadata.name` field selector) and those its API-key `secretSelector`s
-//! select (one watch per namespace and selector). The set of watches follows
+//! Secrets a GatewayPolicy names or an Ingress's `spec.tls` names (and
+//! `--default-ssl-certificate`), one watch per Secret by `metadata.name`
+//! field selector, and those API-key `secretSelector`s select (one watch
+//! per namespace and selector). The set of watches follows
 //! the policies: new ones start (and are waited for, briefly, so a new
 //! policy does not compile against Secrets not listed yet) and unused ones
 //! stop.
@@ -94,10 +95,12 @@ impl SecretWatches {
         &mut self,
         client: &Client,
         policies: impl Iterator<Item = &'a GatewayPolicy>,
+        named: impl Iterator<Item = (String, String)>,
         changed: &Arc<Notify>,
         metrics: &ControllerMetrics,
     ) {
-        let wanted = scopes(policies);
+        let mut wanted = scopes(policies);
+        wanted.extend(named.map(|(ns, name)| Scope::Named(ns, name)));
         self.watches.retain(|scope, w| {
             let keep = wanted.contains(scope);
             if !keep {

@@ -27,6 +27,8 @@ fn action(i: usize) -> RouteAction {
         timeout_ms: None,
         access_log_off: false,
         policy: None,
+        https_redirect: false,
+        hsts: false,
     }
 }
 
@@ -46,6 +48,8 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
         .collect();
     Snapshot {
         replicas: None,
+        certificates: Default::default(),
+        default_certificate: None,
         hosts,
         default_backend: None,
         upstreams: [(

@@ -29,6 +29,7 @@ pub mod normalize;
 mod respond;
 pub mod router;
 mod server;
+pub mod tls;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -38,7 +39,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::header::{
+    CONTENT_LENGTH, HOST, HeaderValue, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING,
+};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -58,6 +61,32 @@ use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
 use crate::normalize::normalize_path;
 use crate::respond::error;
 use crate::router::{RoutePolicy, RouteTable};
+
+/// `308 Permanent Redirect` to the same host, path and query over HTTPS:
+/// 308 rather than 301 so clients keep the method and body.
+fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) -> Response<Body> {
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut resp = error(
+        StatusCode::PERMANENT_REDIRECT,
+        "https_required",
+        "this host is served over HTTPS",
+        request_id,
+    );
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+        }
+        // Unreachable in practice (host and path were validated); without a
+        // Location the client still learns why.
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
+}
 
 /// Response body: the upstream's, streamed, or one of weir's own.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -82,6 +111,12 @@ pub struct ProxyConfig {
     /// Proxies in front of weir whose `X-Forwarded-For` entries rate limits
     /// believe when keying by client address.
     pub trusted_proxies: Vec<Cidr>,
+    /// Port in the `Location` of HTTP→HTTPS redirects (443 is left out):
+    /// the port clients reach HTTPS on, not necessarily the listener's.
+    pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` value for HTTPS responses of hosts with
+    /// a certificate; `None` sends none.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Default for ProxyConfig {
@@ -95,6 +130,10 @@ impl Default for ProxyConfig {
             max_uri_len: 8 * 1024,
             trusted_proxies: Vec::new(),
             upstream_idle_timeout: Duration::from_secs(90),
+            https_redirect_port: 443,
+            hsts: Some(HeaderValue::from_static(
+                "max-age=31536000; includeSubDomains",
+            )),
         }
     }
 }
@@ -118,6 +157,8 @@ pub struct Proxy {
     auth: weir_auth::AuthRuntime,
     limiter: Arc<weir_ratelimit::RateLimiter>,
     access_log: access_log::AccessLog,
+    /// Certificates by SNI, swapped with each snapshot (HTTPS listeners).
+    tls: Option<Arc<tls::Resolver>>,
 }
 
 /// Per-connection facts a request needs.
@@ -178,6 +219,7 @@ impl Proxy {
             auth,
             limiter,
             access_log: access_log::AccessLog::default(),
+            tls: None,
         }
     }
 
@@ -200,6 +242,9 @@ impl Proxy {
     /// they started with; metric series of routes that disappeared are
     /// dropped.
     pub fn install(&self, snapshot: &Snapshot, generation: u64) {
+        if let Some(tls) = &self.tls {
+            tls.install(snapshot);
+        }
         let policies = self.auth.build(snapshot);
         let limits = limits::build_all(snapshot, &self.limiter);
         let table = RouteTable::build(
@@ -240,6 +285,15 @@ impl Proxy {
         self.auth.ready()
     }
 
+    /// Enables HTTPS: the returned configuration presents the installed
+    /// snapshot's certificates (and those of every later snapshot).
+    pub fn with_tls(mut self) -> Result<(Self, Arc<rustls::ServerConfig>), tls::TlsError> {
+        let resolver = Arc::new(tls::Resolver::new()?);
+        let config = tls::server_config(resolver.clone())?;
+        self.tls = Some(resolver);
+        Ok((self, config))
+    }
+
     /// Handles one request. Never fails: every problem becomes a response.
     pub async fn handle(
         &self,
@@ -254,6 +308,7 @@ impl Proxy {
             .enabled()
             .then(|| access_log::Arrival::of(&req, conn.peer, start.into_std()));
         let mut facts = access_log::Facts::default();
+        let https = conn.proto == "https";
         let (resp, metrics) = match self
             .route_and_forward(req, conn, &request_id, &mut facts)
             .await
@@ -265,7 +320,17 @@ impl Proxy {
         let elapsed = start.elapsed().as_secs_f64();
         let status = resp.status().as_u16();
         match &metrics {
-            Some(t) => t.metrics.observe(status, elapsed),
+            Some(t) => {
+                t.metrics.observe(status, elapsed);
+                if https
+                    && t.hsts
+                    && let Some(hsts) = &self.config.hsts
+                    && !resp.headers().contains_key(STRICT_TRANSPORT_SECURITY)
+                {
+                    resp.headers_mut()
+                        .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
+            }
             None => self.unrouted.observe(status, elapsed),
         }
         let record = arrival.and_then(|arrival| {
@@ -321,6 +386,15 @@ impl Proxy {
         if self.access_log.enabled() {
             facts.route = Some(target.name.clone());
             facts.off = target.access_log_off;
+        }
+        if target.https_redirect && conn.proto == "http" {
+            let resp = https_redirect(
+                &host.name,
+                self.config.https_redirect_port,
+                req.uri(),
+                request_id,
+            );
+            return Ok((resp, target));
         }
 
         // HTTP/2 carries the host in :authority; the upstream needs a Host.

@@ -23,6 +23,9 @@ pub struct ProxyMetrics {
     pub open_connections: IntGauge,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: prometheus::IntCounter,
+    /// TLS handshakes that failed or timed out (scanners, clients that
+    /// reject the certificate).
+    tls_handshake_failures: prometheus::IntCounter,
 }
 
 /// Upstream failure kinds, the `kind` label of `weir_upstream_errors_total`.
@@ -87,6 +90,11 @@ impl ProxyMetrics {
         )?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let tls_handshake_failures = prometheus::IntCounter::new(
+            "weir_tls_handshake_failures_total",
+            "TLS handshakes on the HTTPS listener that failed or timed out.",
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
         Ok(ProxyMetrics {
             requests,
             duration,
@@ -95,7 +103,13 @@ impl ProxyMetrics {
             snapshot_routes,
             open_connections,
             access_log_dropped,
+            tls_handshake_failures,
         })
+    }
+
+    /// Counts a failed or timed-out TLS handshake.
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
     }
 
     /// Resolves the per-route series once, when a snapshot is installed, so

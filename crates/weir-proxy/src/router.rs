@@ -78,6 +78,10 @@ pub struct Target {
     pub(crate) timeout: Duration,
     /// The route opted out of the access log.
     pub(crate) access_log_off: bool,
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub(crate) https_redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security`.
+    pub(crate) hsts: bool,
     pub(crate) metrics: RouteMetrics,
     /// The policy enforced before proxying.
     pub(crate) policy: RoutePolicy,
@@ -191,6 +195,8 @@ impl RouteTable {
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
                 access_log_off: action.access_log_off,
+                https_redirect: action.https_redirect,
+                hsts: action.hsts,
                 metrics: route_metrics,
                 policy: match &action.policy {
                     None => RoutePolicy::Open,
@@ -290,6 +296,8 @@ mod tests {
             timeout_ms: None,
             access_log_off: false,
             policy: None,
+            https_redirect: false,
+            hsts: false,
         }
     }
 
@@ -304,6 +312,8 @@ mod tests {
     fn table() -> RouteTable {
         let snapshot = Snapshot {
             replicas: None,
+            certificates: Default::default(),
+            default_certificate: None,
             hosts: vec![
                 VirtualHost {
                     host: HostMatch::Exact("shop.example.com".into()),

@@ -1,5 +1,6 @@
 //! Client-facing listeners: HTTP/1.1 and h2c (prior knowledge) on one port,
-//! protocol limits, and graceful drain on shutdown.
+//! HTTPS (HTTP/1.1 and h2 by ALPN) on another, protocol limits, and
+//! graceful drain on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,8 +20,10 @@ use crate::{ConnInfo, Proxy};
 pub struct Listener {
     /// The bound socket.
     pub socket: TcpListener,
-    /// `http` (TLS listeners come later).
+    /// `http` or `https`, for `X-Forwarded-Proto` and redirects.
     pub proto: &'static str,
+    /// Terminate TLS with this configuration (the HTTPS listener).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -51,6 +54,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let proto = listener.proto;
+    let acceptor = listener.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -65,7 +69,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, peer, proto, &proxy, &builder, &graceful);
+                match &acceptor {
+                    None => spawn_connection(stream, peer, proto, &proxy, &builder, &graceful),
+                    Some(acceptor) => spawn_tls(stream, peer, acceptor, &proxy, &builder, &graceful),
+                }
             }
             () = &mut shutdown => break,
         }
@@ -80,6 +87,66 @@ pub async fn serve(
             open
         }
     }
+}
+
+/// Finishes the TLS handshake in the connection's own task (within the
+/// header-read timeout, so a silent client cannot hold a slot), then serves
+/// it like any connection. Handshakes that start before a drain are not
+/// counted by it; they are cut by the drain deadline at worst.
+fn spawn_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    proxy: &Arc<Proxy>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+) {
+    let accept = acceptor.accept(stream);
+    let proxy = proxy.clone();
+    let builder = builder.clone();
+    // GracefulShutdown is not Clone; the handshake task reports back
+    // through a watcher taken now.
+    let watcher = graceful.watcher();
+    let timeout = proxy.config.header_read_timeout;
+    tokio::spawn(async move {
+        let tls = match tokio::time::timeout(timeout, accept).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                proxy.metrics.tls_handshake_failed();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed.");
+                return;
+            }
+            Err(_) => {
+                proxy.metrics.tls_handshake_failed();
+                tracing::debug!(%peer, "TLS handshake timed out.");
+                return;
+            }
+        };
+        let framing = Arc::new(ConnFraming::default());
+        let info = ConnInfo::new(peer, "https", framing.clone());
+        let service_proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = service_proxy.clone();
+            let info = info.clone();
+            async move { proxy.handle(req, info).await }
+        });
+        let io = TokioIo::new(FramingGuard::new(tls, framing));
+        let conn = builder.serve_connection(io, service).into_owned();
+        run(watcher.watch(conn), &proxy, peer).await;
+    });
+}
+
+async fn run<C, E>(conn: C, proxy: &Proxy, peer: SocketAddr)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let gauge = proxy.metrics.open_connections.clone();
+    gauge.inc();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+    }
+    gauge.dec();
 }
 
 fn spawn_connection(

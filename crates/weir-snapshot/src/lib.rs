@@ -12,8 +12,10 @@
 //! which is what makes the compiler's golden files reviewable.
 
 mod policy;
+mod tls;
 
 pub use policy::*;
+pub use tls::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +44,14 @@ pub struct Snapshot {
     /// unreachable. `None` leaves the configured count in force.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
+    /// Certificates the HTTPS listener presents, by the SNI name they are
+    /// for: exact host names and wildcards (`*.example.com`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, std::sync::Arc<Certificate>>,
+    /// Presented when no certificate matches the SNI name (or there is none):
+    /// `--default-ssl-certificate`; without it the data plane's generated one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_certificate: Option<std::sync::Arc<Certificate>>,
 }
 
 impl Snapshot {
@@ -150,6 +160,14 @@ pub struct RouteAction {
     /// The policy enforced before proxying, a key of [`Snapshot::policies`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Plain-HTTP requests get a 308 to `https://` (the host has a
+    /// certificate and `ssl-redirect` is on, or `force-ssl-redirect`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security` (the host has a
+    /// certificate from an Ingress).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
 }
 
 /// One backend of a route with its share of traffic.

@@ -108,6 +108,31 @@ pub struct ListenArgs {
     /// Address of the HTTP listener (HTTP/1.1 and h2c).
     #[arg(long, default_value = "0.0.0.0:8080", env = "WEIR_HTTP_ADDR")]
     pub http_addr: SocketAddr,
+    /// Address of the HTTPS listener (TLS 1.2/1.3, HTTP/1.1 and h2 by ALPN),
+    /// with certificates from Ingress `spec.tls` Secrets chosen by SNI. No
+    /// HTTPS listener when unset.
+    #[arg(long, env = "WEIR_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// Secret (namespace/name, type kubernetes.io/tls) presented when no
+    /// Ingress certificate matches the SNI name; without it, a self-signed
+    /// certificate generated at start-up.
+    #[arg(long, value_parser = namespaced_name, env = "WEIR_DEFAULT_SSL_CERTIFICATE")]
+    pub default_ssl_certificate: Option<(String, String)>,
+    /// Port in the Location of HTTP→HTTPS redirects: where clients reach
+    /// HTTPS (the load balancer's port, not necessarily --https-addr's).
+    #[arg(long, default_value_t = 443, env = "WEIR_HTTPS_REDIRECT_PORT")]
+    pub https_redirect_port: u16,
+    /// Strict-Transport-Security max-age in seconds on HTTPS responses of
+    /// hosts with a certificate; 0 sends no header.
+    #[arg(long, default_value_t = 31_536_000, env = "WEIR_HSTS_MAX_AGE")]
+    pub hsts_max_age: u64,
+    /// Add includeSubDomains to Strict-Transport-Security.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "WEIR_HSTS_INCLUDE_SUBDOMAINS")]
+    pub hsts_include_subdomains: bool,
+    /// Add preload to Strict-Transport-Security (only if you submit your
+    /// domains to the browsers' preload lists).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, env = "WEIR_HSTS_PRELOAD")]
+    pub hsts_preload: bool,
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:10254", env = "WEIR_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
@@ -244,6 +269,20 @@ impl RateLimitArgs {
 }
 
 impl ListenArgs {
+    fn hsts(&self) -> Option<http::HeaderValue> {
+        if self.hsts_max_age == 0 {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.hsts_max_age);
+        if self.hsts_include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.hsts_preload {
+            v.push_str("; preload");
+        }
+        http::HeaderValue::try_from(v).ok()
+    }
+
     pub fn proxy_config(&self) -> ProxyConfig {
         ProxyConfig {
             default_timeout: self.upstream_timeout.into(),
@@ -253,6 +292,8 @@ impl ListenArgs {
             max_header_bytes: self.max_header_bytes,
             max_uri_len: self.max_uri_bytes,
             trusted_proxies: self.trusted_proxies.clone(),
+            https_redirect_port: self.https_redirect_port,
+            hsts: self.hsts(),
             ..ProxyConfig::default()
         }
     }

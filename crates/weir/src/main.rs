@@ -142,16 +142,22 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
     let replicas_flag = listen.rate_limits.ratelimit_replicas;
     limiter.set_replicas(replicas_flag);
     limiter.spawn_sweeper(std::time::Duration::from_secs(10));
-    let proxy = Arc::new(
-        Proxy::new(
-            listen.proxy_config(),
-            proxy_metrics,
-            weir_auth::AuthRuntime::new(auth_metrics),
-            limiter.clone(),
-        )
-        .with_access_log(&listen.access_log, listen.access_log_sample)
-        .with_context(|| format!("opening the access log {:?}", listen.access_log))?,
-    );
+    let proxy = Proxy::new(
+        listen.proxy_config(),
+        proxy_metrics,
+        weir_auth::AuthRuntime::new(auth_metrics),
+        limiter.clone(),
+    )
+    .with_access_log(&listen.access_log, listen.access_log_sample)
+    .with_context(|| format!("opening the access log {:?}", listen.access_log))?;
+    let (proxy, tls_config) = match listen.https_addr {
+        Some(_) => {
+            let (proxy, config) = proxy.with_tls().context("setting up TLS")?;
+            (proxy, Some(config))
+        }
+        None => (proxy, None),
+    };
+    let proxy = Arc::new(proxy);
 
     let http = TcpListener::bind(listen.http_addr)
         .await
@@ -159,7 +165,25 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
     let admin = TcpListener::bind(listen.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", listen.admin_addr))?;
-    tracing::info!(http = %http.local_addr()?, admin = %admin.local_addr()?, "Listening.");
+    let https = match listen.https_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --https-addr {addr}"))?,
+        ),
+        None => None,
+    };
+    let https_addr = https
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?
+        .map(|a| a.to_string());
+    tracing::info!(
+        http = %http.local_addr()?,
+        https = https_addr.as_deref(),
+        admin = %admin.local_addr()?,
+        "Listening."
+    );
 
     let (tx, mut rx) = watch::channel::<Option<Published>>(None);
     let mut options = CompileOptions {
@@ -169,6 +193,7 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         allow_static_upstreams: false,
         default_backend: class.default_backend.clone(),
         replicas_service: None,
+        default_certificate: listen.default_ssl_certificate.clone(),
     };
     let publisher = Publisher::new(tx, controller_metrics.clone());
     let provider_task = match source {
@@ -245,25 +270,29 @@ async fn serve(listen: ListenArgs, class: ClassArgs, source: Source) -> anyhow::
         proxy.clone(),
         stop_rx.clone(),
     ));
-    let mut serve_stop = stop_rx.clone();
     let drain = listen.drain_timeout.into();
-    let proxy_task = tokio::spawn(weir_proxy::serve(
-        Listener {
-            socket: http,
-            proto: "http",
-        },
-        proxy,
-        async move {
-            let _ = serve_stop.wait_for(|s| *s).await;
-        },
-        drain,
-    ));
+    let serve = |socket, proto, tls| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(weir_proxy::serve(
+            Listener { socket, proto, tls },
+            proxy.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            drain,
+        ))
+    };
+    let proxy_task = serve(http, "http", None);
+    let https_task = https.map(|socket| serve(socket, "https", tls_config));
 
     shutdown_signal().await;
     tracing::info!("Shutdown requested; no longer ready, draining.");
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
-    let cut = proxy_task.await.context("proxy task")?;
+    let mut cut = proxy_task.await.context("proxy task")?;
+    if let Some(task) = https_task {
+        cut += task.await.context("HTTPS task")?;
+    }
     provider_task.abort();
     installer.abort();
     admin_task.abort();
