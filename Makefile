@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-deps lint fmt golden manifests bench bench-controller proxy-bench policy-bench
+.PHONY: help build run test test-deps lint fmt golden manifests bench bench-controller proxy-bench policy-bench tls-bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,3 +82,6 @@ proxy-bench: build ## Whole-proxy benchmark beside nginx, haproxy and caddy (../
 MODE ?= ratelimit
 policy-bench: ## What a GatewayPolicy costs the whole proxy, same-run ratio (MODE=jwt|ratelimit|local)
 	bash bench/policy-bench.sh $(MODE)
+
+tls-bench: ## HTTPS throughput beside nginx with the same certificate, same-run ratio (CLOSE=close: a handshake per request)
+	bash bench/tls-bench.sh 5 8 $(CLOSE)

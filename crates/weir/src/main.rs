@@ -75,7 +75,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // rustls warns once per handshake about client quirks (an IP address as
+    // SNI, as wrk and some scanners send): anyone on the internet could
+    // flood the log. Quiet unless the filter names rustls itself.
+    let level = if level.contains("rustls") {
+        level.to_owned()
+    } else {
+        format!("{level},rustls=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .with_context(|| format!("invalid --log-level {level:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
