@@ -15,6 +15,8 @@
 # Usage: bench/policy-bench.sh jwt|ratelimit|local [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 mode=${1:?usage: bench/policy-bench.sh jwt|ratelimit|local [rounds] [seconds]}
 rounds=${2:-6}
 seconds=${3:-8}
@@ -124,8 +126,7 @@ else
     { echo "policy.test answers without rate-limit headers" >&2; exit 1; }
 fi
 load() { # host seconds -> "rps requests non2xx"
-  taskset -c 0 wrk -t1 -c50 -d"$2" -H "Host: $1" "${headers[@]}" "http://$http/api/users/42" |
-    awk '/requests in/ {n=$1} /Non-2xx/ {bad=$NF} /Requests\/sec/ {r=$2} END {print r, n, bad + 0}'
+  taskset -c 0 wrk -t1 -c50 -d"$2" -H "Host: $1" "${headers[@]}" "http://$http/api/users/42" | wrk_summary
 }
 scripts() {
   [ "$mode" = ratelimit ] || { echo 0; return; }
@@ -147,7 +148,7 @@ for round in $(seq "$rounds"); do
   ratios+=("$ratio")
   echo "round $round: plain ${rps[plain.test]} req/s, $mode ${rps[policy.test]} req/s, ratio $ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+median=$(median "${ratios[@]}")
 echo "median throughput ratio $mode/plain: $median (goal >= $goal)"
 if [ "$mode" = ratelimit ]; then
   runs=$(( $(scripts) - before ))

@@ -10,6 +10,8 @@
 #   close: every request on a new connection (measures full handshakes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 rounds=${1:-5}
 seconds=${2:-8}
 close=${3:-}
@@ -92,9 +94,8 @@ for target in "$weir" "$nginx"; do
 done
 extra=()
 [ "$close" = close ] && extra=(-H "Connection: close")
-load() { # addr seconds -> "rps non2xx"
-  taskset -c 0 wrk -t1 -c50 -d"$2" "${extra[@]}" -H "Host: bench.test" "https://$1/api/users/42" |
-    awk '/Non-2xx/ {bad=$NF} /Requests\/sec/ {r=$2} END {print r, bad + 0}'
+load() { # addr seconds -> "rps requests non2xx"
+  taskset -c 0 wrk -t1 -c50 -d"$2" "${extra[@]}" -H "Host: bench.test" "https://$1/api/users/42" | wrk_summary
 }
 load "$weir" 3 >/dev/null; load "$nginx" 3 >/dev/null
 ratios=()
@@ -103,7 +104,7 @@ for round in $(seq "$rounds"); do
   declare -A rps=()
   for name in $order; do
     if [ "$name" = weir ]; then addr=$weir; else addr=$nginx; fi
-    read -r r bad < <(load "$addr" "$seconds")
+    read -r r _ bad < <(load "$addr" "$seconds")
     [ "$bad" = 0 ] || { echo "$name: $bad non-2xx answers under load" >&2; exit 1; }
     rps[$name]=$r
   done
@@ -111,5 +112,5 @@ for round in $(seq "$rounds"); do
   ratios+=("$ratio")
   echo "round $round: nginx ${rps[nginx]} req/s, weir ${rps[weir]} req/s, ratio $ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+median=$(median "${ratios[@]}")
 echo "median HTTPS throughput ratio weir/nginx${close:+ (new connection per request)}: $median (goal >= 1)"

@@ -162,3 +162,33 @@ pub async fn await_status(addr: std::net::SocketAddr, host: &str, want: u16, wha
     })
     .await;
 }
+
+/// A Kubernetes manifest tool (helm, kubernetes-validate, k8s-crd-check):
+/// `$K8S_TOOLS_BIN`, then `target/k8s-tools/bin` where `make test-deps`
+/// installs them, then a `shared/tools` folder above the checkout (where
+/// k8s-crd-check ships), then `PATH`. Panics with what to run when absent.
+pub fn k8s_tool(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root");
+    let shared = root.ancestors().map(|d| d.join("shared/tools"));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    std::env::var_os("K8S_TOOLS_BIN")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([root.join("target/k8s-tools/bin")])
+        .chain(shared)
+        .chain(on_path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found: run `make test-deps` (it installs helm, kubernetes-validate \
+                 and k8s-crd-check into target/k8s-tools with ../shared/tools/install-k8s-tools), \
+                 or set K8S_TOOLS_BIN"
+            )
+        })
+}

@@ -76,13 +76,8 @@ impl Weir {
     /// Starts `weir run --kubeconfig FILE` with extra flags and waits until
     /// `/readyz` answers 200 (the initial lists are compiled).
     pub async fn run(kubeconfig: &Path, extra: &[&str]) -> Weir {
-        let mut args = vec![
-            "run".to_string(),
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::start(&args).await
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::run_env(kubeconfig, &extra, &[]).await
     }
 
     /// Like [`Weir::run`] with environment variables set, as a pod spec

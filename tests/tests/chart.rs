@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use weir_testkube::{Options, TestApiServer};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{await_status, eventually};
+use weir_tests::{await_status, eventually, k8s_tool as tool};
 
 /// Oldest (the chart's kubeVersion) and newest Kubernetes validated.
 const KUBE_VERSIONS: [&str; 2] = ["1.25.0", "1.37.0"];
@@ -41,31 +41,6 @@ fn root() -> PathBuf {
         .join("..")
         .canonicalize()
         .expect("repo root")
-}
-
-/// A tool from the k8s tools prefix, or PATH.
-fn tool(name: &str) -> PathBuf {
-    let dirs = std::env::var_os("K8S_TOOLS_BIN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([root().join("target/k8s-tools/bin")]);
-    for dir in dirs {
-        if dir.join(name).exists() {
-            return dir.join(name);
-        }
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists());
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "{name} not found: run `make test-deps` (it installs helm, kubernetes-validate and \
-             k8s-crd-check into target/k8s-tools with ../shared/tools/install-k8s-tools), \
-             or set K8S_TOOLS_BIN"
-        )
-    })
 }
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
@@ -191,13 +166,8 @@ fn assert_valid(rendered: &str, what: &str) {
             complaints.join("\n")
         );
     }
-    let crd_check = root()
-        .ancestors()
-        .map(|d| d.join("shared/tools/k8s-crd-check"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| tool("k8s-crd-check"));
     let (ok, out, err) = run(
-        Command::new(crd_check)
+        Command::new(tool("k8s-crd-check"))
             .arg("--strict")
             .arg(root().join("tests/fixtures/crds"))
             .arg("-"),

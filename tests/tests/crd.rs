@@ -21,28 +21,9 @@ fn committed_crds_are_fresh() {
     }
 }
 
-/// `k8s-crd-check`, found in a `shared/tools` folder beside the checkout or
-/// above it, or at `$K8S_CRD_CHECK`.
-fn crd_check() -> PathBuf {
-    if let Ok(p) = std::env::var("K8S_CRD_CHECK") {
-        return p.into();
-    }
-    let start = root().canonicalize().expect("repo root");
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/tools/k8s-crd-check");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "k8s-crd-check not found in a shared/tools folder above {}; set K8S_CRD_CHECK to its path",
-        start.display()
-    );
-}
-
 #[test]
 fn crd_and_examples_pass_structural_checks() {
-    let out = Command::new(crd_check())
+    let out = Command::new(weir_tests::k8s_tool("k8s-crd-check"))
         .arg("--strict")
         .arg(root().join("crds"))
         .arg(root().join("deploy/examples"))

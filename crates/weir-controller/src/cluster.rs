@@ -626,23 +626,11 @@ impl ClusterProvider {
     /// Compiles the stores and publishes; returns how long the compile took.
     async fn compile_and_publish(&mut self, stores: &Stores) -> Duration {
         let policies = stores.policy_objects();
-        // TLS Secrets the Ingresses name, and the default certificate.
-        let tls: Vec<(String, String)> = stores
-            .ingresses
-            .iter()
-            .flat_map(Store::state)
-            .flat_map(|ing| {
-                let ns = ing.metadata.namespace.clone().unwrap_or_default();
-                ing.spec
-                    .iter()
-                    .flat_map(|s| s.tls.iter().flatten())
-                    .filter_map(|t| t.secret_name.clone())
-                    .filter(|n| !n.is_empty())
-                    .map(move |n| (ns.clone(), n))
-                    .collect::<Vec<_>>()
-            })
-            .chain(self.options.default_certificate.clone())
-            .collect();
+        let ingresses: Vec<_> = stores.ingresses.iter().flat_map(Store::state).collect();
+        let tls = crate::secrets::tls_secrets(
+            ingresses.iter().map(|i| i.as_ref()),
+            self.options.default_certificate.as_ref(),
+        );
         self.secrets
             .reconcile(
                 &self.client,

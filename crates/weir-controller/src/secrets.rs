@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -52,6 +53,24 @@ impl Drop for SecretWatches {
             w.task.abort();
         }
     }
+}
+
+/// The TLS Secrets (namespace, name) the Ingresses' `spec.tls` name, and
+/// `--default-ssl-certificate`.
+pub(crate) fn tls_secrets<'a>(
+    ingresses: impl Iterator<Item = &'a Ingress>,
+    default: Option<&(String, String)>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = default.into_iter().cloned().collect();
+    for ing in ingresses {
+        let ns = ing.metadata.namespace.as_deref().unwrap_or_default();
+        for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((ns.to_owned(), name.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 /// The scopes the policies need.

@@ -104,7 +104,7 @@ fn spawn_tls(
     let accept = acceptor.accept(stream);
     let proxy = proxy.clone();
     let builder = builder.clone();
-    // GracefulShutdown is not Clone; the handshake task reports back
+    // GracefulShutdown is not Clone; the task registers the connection
     // through a watcher taken now.
     let watcher = graceful.watcher();
     let timeout = proxy.config.header_read_timeout;
@@ -122,31 +122,8 @@ fn spawn_tls(
                 return;
             }
         };
-        let framing = Arc::new(ConnFraming::default());
-        let info = ConnInfo::new(peer, "https", framing.clone());
-        let service_proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = service_proxy.clone();
-            let info = info.clone();
-            async move { proxy.handle(req, info).await }
-        });
-        let io = TokioIo::new(FramingGuard::new(tls, framing));
-        let conn = builder.serve_connection(io, service).into_owned();
-        run(watcher.watch(conn), &proxy, peer).await;
+        serve_io(tls, peer, "https", proxy, builder, watcher).await;
     });
-}
-
-async fn run<C, E>(conn: C, proxy: &Proxy, peer: SocketAddr)
-where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let gauge = proxy.metrics.open_connections.clone();
-    gauge.inc();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
-    }
-    gauge.dec();
 }
 
 fn spawn_connection(
@@ -157,6 +134,28 @@ fn spawn_connection(
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
 ) {
+    tokio::spawn(serve_io(
+        stream,
+        peer,
+        proto,
+        proxy.clone(),
+        builder.clone(),
+        graceful.watcher(),
+    ));
+}
+
+/// Serves one client connection (plain TCP or established TLS) until it
+/// ends or the drain closes it, counted in `weir_open_connections`.
+async fn serve_io<IO>(
+    io: IO,
+    peer: SocketAddr,
+    proto: &'static str,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let framing = Arc::new(ConnFraming::default());
     let info = ConnInfo::new(peer, proto, framing.clone());
     let service_proxy = proxy.clone();
@@ -165,15 +164,12 @@ fn spawn_connection(
         let info = info.clone();
         async move { proxy.handle(req, info).await }
     });
-    let io = TokioIo::new(FramingGuard::new(stream, framing));
-    let conn = builder.serve_connection(io, service).into_owned();
-    let conn = graceful.watch(conn);
-    let gauge = proxy.metrics.open_connections.clone();
+    let io = TokioIo::new(FramingGuard::new(io, framing));
+    let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+    let gauge = &proxy.metrics.open_connections;
     gauge.inc();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "Connection ended with an error.");
-        }
-        gauge.dec();
-    });
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+    }
+    gauge.dec();
 }

@@ -34,7 +34,11 @@ pub enum TlsError {
 /// Certificates by SNI name, as one snapshot defines them.
 #[derive(Default)]
 struct Table {
+    /// Exact host names.
     by_name: HashMap<String, Arc<CertifiedKey>>,
+    /// Wildcards by the parent they cover (`*.example.com` under
+    /// `example.com`), so a handshake looks one up without allocating.
+    by_parent: HashMap<String, Arc<CertifiedKey>>,
     /// The snapshot's default certificate, when it has one.
     default: Option<Arc<CertifiedKey>>,
 }
@@ -53,6 +57,7 @@ impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")
             .field("names", &self.table.load().by_name.len())
+            .field("wildcards", &self.table.load().by_parent.len())
             .finish()
     }
 }
@@ -108,7 +113,10 @@ impl Resolver {
         let mut table = Table::default();
         for (name, cert) in &snapshot.certificates {
             if let Some(k) = key_for(cert) {
-                table.by_name.insert(name.clone(), k);
+                match name.strip_prefix("*.") {
+                    Some(parent) => table.by_parent.insert(parent.to_owned(), k),
+                    None => table.by_name.insert(name.clone(), k),
+                };
             }
         }
         table.default = snapshot.default_certificate.as_ref().and_then(&mut key_for);
@@ -126,7 +134,7 @@ impl ResolvesServerCert for Resolver {
                 return Some(Arc::clone(k));
             }
             if let Some((_, parent)) = sni.split_once('.')
-                && let Some(k) = table.by_name.get(&format!("*.{parent}"))
+                && let Some(k) = table.by_parent.get(parent)
             {
                 return Some(Arc::clone(k));
             }
