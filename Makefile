@@ -21,6 +21,7 @@ run: ## Serve deploy/examples/ on $(HTTP_ADDR) with an example echo upstream on 
 	echo; echo "  weir is starting. In another terminal try:"; \
 	echo "    curl -s -H 'Host: shop.example.com' http://$(HTTP_ADDR)/api/users/42"; \
 	echo "    curl -s -H 'Host: partners.example.com' -H 'X-API-Key: demo-partner-key-change-me' http://$(HTTP_ADDR)/orders"; \
+	echo "    curl -s -H 'Host: orders.example.com' -H \"Authorization: Bearer $$(sed -n 's/^#   TOKEN=//p' deploy/examples/orders.yaml)\" http://$(HTTP_ADDR)/orders"; \
 	echo "    curl -s http://$(ADMIN_ADDR)/metrics | grep weir_requests_total"; \
 	echo "  Edit deploy/examples/*.yaml and weir reloads. Ctrl-C stops both."; echo; \
 	./target/debug/weir serve --manifests deploy/examples --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR) --log-format text

@@ -2,8 +2,11 @@
 //! the README says they do (the echo upstream address is swapped for a test
 //! upstream, since tests run in parallel).
 
+use std::net::SocketAddr;
+
 use weir_tests::TempDir;
-use weir_tests::client::{get, http1};
+use weir_tests::client::{Http1, get, http1};
+use weir_tests::jwt;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 
@@ -23,7 +26,7 @@ async fn examples_serve_the_readme_curl() {
             count += 1;
         }
     }
-    assert!(count >= 2, "examples missing");
+    assert!(count >= 4, "examples missing");
     let weir = Weir::serve(&dir.0, &[]).await;
     let client = http1();
     let r = get(&client, weir.http, "shop.example.com", "/api/users/42", &[])
@@ -56,6 +59,7 @@ async fn examples_serve_the_readme_curl() {
         Some("\"per-consumer\";r=9;t=1"),
         "the example's rate limit reports itself"
     );
+    jwt_example(&client, weir.http).await;
     let logs = weir.logs().join("\n");
     assert!(
         !logs.contains("Rejected"),
@@ -64,5 +68,113 @@ async fn examples_serve_the_readme_curl() {
     assert!(
         !logs.contains("Served with a warning"),
         "an example has a warning:\n{logs}"
+    );
+}
+
+/// The JWT API of deploy/examples/orders.yaml: the demo token printed in its
+/// comment works (so the curl there stays true), a token minted with the
+/// example key's private half (tests/fixtures/jwt/ec256-example.key.pem)
+/// passes /admin only with the admin role, and tokens for another audience
+/// or none at all are refused.
+async fn jwt_example(client: &Http1, http: SocketAddr) {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/orders.yaml"),
+    )
+    .unwrap();
+    let demo = example
+        .lines()
+        .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("TOKEN="))
+        .expect("orders.yaml prints a demo token");
+    let bearer = |t: &str| format!("Bearer {t}");
+    let host = "orders.example.com";
+
+    let r = get(client, http, host, "/orders", &[]).await.unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (401, "missing_credentials".into())
+    );
+
+    let r = get(
+        client,
+        http,
+        host,
+        "/orders",
+        &[("authorization", &bearer(demo))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "the example's demo token: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["headers"]["x-user-id"], "demo-user");
+    assert_eq!(r.json()["headers"]["x-roles"], "reader");
+    assert!(
+        r.headers
+            .get("ratelimit")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("\"per-user\";r=99;")),
+        "the per-user limit reports itself: {:?}",
+        r.headers.get("ratelimit")
+    );
+    let r = get(
+        client,
+        http,
+        host,
+        "/admin",
+        &[("authorization", &bearer(demo))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (403, "forbidden".into())
+    );
+
+    let key = jwt::signing_key("ec256-example");
+    let mint = |aud: &str, roles: &[&str]| {
+        jwt::sign(
+            jsonwebtoken::Algorithm::ES256,
+            &key,
+            None,
+            &serde_json::json!({
+                "iss": "https://auth.example.com/", "aud": aud, "sub": "alice",
+                "roles": roles, "exp": jwt::now() + 300,
+            }),
+        )
+    };
+    let admin = mint("orders-api", &["admin", "reader"]);
+    let r = get(
+        client,
+        http,
+        host,
+        "/admin/users",
+        &[("authorization", &bearer(&admin))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "an admin token opens /admin: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["headers"]["x-user-id"], "alice");
+    assert_eq!(r.json()["headers"]["x-roles"], "admin,reader");
+    let elsewhere = mint("billing-api", &["admin"]);
+    let r = get(
+        client,
+        http,
+        host,
+        "/orders",
+        &[("authorization", &bearer(&elsewhere))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (401, "invalid_token".into())
     );
 }
