@@ -46,8 +46,42 @@ impl Upstream {
         Self::serve(name, listener)
     }
 
+    /// Starts an upstream that speaks TLS (a self-signed certificate for
+    /// `localhost`, ALPN `h2` and `http/1.1`), then HTTP/1.1 or HTTP/2 as
+    /// negotiated.
+    pub async fn start_tls(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("self-signed certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve_on(
+            name,
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
     /// Serves on an already bound listener.
     pub fn serve(name: &str, listener: TcpListener) -> Upstream {
+        Self::serve_on(name, listener, None)
+    }
+
+    fn serve_on(
+        name: &str,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let addr = listener.local_addr().expect("local addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -62,11 +96,21 @@ impl Upstream {
                 task_connections.fetch_add(1, Ordering::Relaxed);
                 let name = name.clone();
                 let hits = task_hits.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, name.clone(), hits.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });

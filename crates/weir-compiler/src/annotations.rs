@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use weir_snapshot::UpstreamProtocol;
+
 use crate::diagnostics::Reporter;
 use crate::duration::parse_duration_ms;
 
@@ -32,6 +34,11 @@ const NGINX_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
 /// ingress-nginx: redirect to HTTPS even when the Ingress has no TLS section
 /// (TLS terminated in front of weir, or by another Ingress's certificate).
 const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
+/// `weir.dev/backend-protocol`, on an Ingress (its backends) or a Service
+/// (every Ingress that routes to it): `http`, `h2c`, `https` or `h2`.
+pub const WEIR_BACKEND_PROTOCOL: &str = "weir.dev/backend-protocol";
+/// ingress-nginx's spelling: `HTTP`, `HTTPS`, `GRPC`, `GRPCS`, `AUTO_HTTP`.
+const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
 /// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
 /// the manifest-folder provider where no EndpointSlice controller runs.
 pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
@@ -83,6 +90,9 @@ pub(crate) struct IngressSettings {
     pub(crate) ssl_redirect: bool,
     /// Redirect plain HTTP to HTTPS whether or not it has one.
     pub(crate) force_ssl_redirect: bool,
+    /// How to speak to this Ingress's backends; `None` lets each Service
+    /// decide.
+    pub(crate) backend_protocol: Option<UpstreamProtocol>,
 }
 
 impl Default for IngressSettings {
@@ -92,6 +102,7 @@ impl Default for IngressSettings {
             access_log_off: false,
             ssl_redirect: true,
             force_ssl_redirect: false,
+            backend_protocol: None,
         }
     }
 }
@@ -169,6 +180,19 @@ pub(crate) fn ingress_settings(
             } else {
                 settings.ssl_redirect = on;
             }
+        } else if key == WEIR_BACKEND_PROTOCOL || key == NGINX_BACKEND_PROTOCOL {
+            if key == NGINX_BACKEND_PROTOCOL && annotations.contains_key(WEIR_BACKEND_PROTOCOL) {
+                continue;
+            }
+            let parsed = if key == WEIR_BACKEND_PROTOCOL {
+                parse_backend_protocol(value)
+            } else {
+                parse_nginx_backend_protocol(value)
+            };
+            match parsed {
+                Ok(p) => settings.backend_protocol = Some(p),
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
         } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
             match refused_nginx(name) {
                 Some(why) => report.error(field(key), "AnnotationRefused", why.into()),
@@ -187,4 +211,46 @@ pub(crate) fn ingress_settings(
         }
     }
     settings
+}
+
+/// Parses a `weir.dev/backend-protocol` value.
+pub(crate) fn parse_backend_protocol(value: &str) -> Result<UpstreamProtocol, String> {
+    match value.trim() {
+        "http" => Ok(UpstreamProtocol::Http),
+        "h2c" => Ok(UpstreamProtocol::H2c),
+        "https" => Ok(UpstreamProtocol::Https),
+        "h2" => Ok(UpstreamProtocol::H2),
+        _ => Err(format!(
+            "{value:?} is not a backend protocol: use http, h2c (HTTP/2 cleartext, gRPC), https or h2 (HTTP/2 over TLS, gRPC with TLS)"
+        )),
+    }
+}
+
+/// Parses ingress-nginx's `backend-protocol` values (case-insensitive, as
+/// ingress-nginx reads them). `AUTO_HTTP` is HTTP/1.1, which is what
+/// ingress-nginx speaks upstream for it too; `FCGI` is refused: weir does not
+/// speak FastCGI, and serving the route over HTTP would only fail later.
+fn parse_nginx_backend_protocol(value: &str) -> Result<UpstreamProtocol, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "HTTP" | "AUTO_HTTP" => Ok(UpstreamProtocol::Http),
+        "HTTPS" => Ok(UpstreamProtocol::Https),
+        "GRPC" => Ok(UpstreamProtocol::H2c),
+        "GRPCS" => Ok(UpstreamProtocol::H2),
+        "FCGI" => Err("FastCGI backends are not supported by weir".into()),
+        _ => Err(format!(
+            "{value:?} is not one of HTTP, HTTPS, GRPC, GRPCS or AUTO_HTTP"
+        )),
+    }
+}
+
+/// The protocol a Service port's `appProtocol` asks for, when weir knows it:
+/// the Kubernetes-standard `kubernetes.io/h2c` and `kubernetes.io/wss`, and
+/// the common unprefixed names. Anything else is HTTP/1.1.
+pub(crate) fn app_protocol(value: &str) -> Option<UpstreamProtocol> {
+    match value.to_ascii_lowercase().as_str() {
+        "kubernetes.io/h2c" | "h2c" | "grpc" | "http2" => Some(UpstreamProtocol::H2c),
+        "https" | "kubernetes.io/wss" | "wss" => Some(UpstreamProtocol::Https),
+        "grpcs" | "h2" => Some(UpstreamProtocol::H2),
+        _ => None,
+    }
 }

@@ -14,9 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::api::networking::v1::IngressBackend;
-use weir_snapshot::{RouteAction, Upstream, UpstreamName, VirtualHost};
+use weir_snapshot::{RouteAction, Upstream, UpstreamName, UpstreamProtocol, VirtualHost};
 
-use crate::annotations::WEIR_UPSTREAM;
+use crate::annotations::{WEIR_BACKEND_PROTOCOL, WEIR_UPSTREAM};
 use crate::diagnostics::{Diagnostic, ObjectRef, Reporter};
 use crate::{CompileOptions, Inputs, ObjectKey, PortRef, ServiceRef};
 
@@ -81,12 +81,14 @@ impl<'a> Resolver<'a> {
 
     /// Resolves an Ingress backend in `namespace`. `None` (with an error
     /// reported) when the backend itself is invalid; a name whose upstream
-    /// may have no endpoints otherwise.
+    /// may have no endpoints otherwise. `protocol` is the Ingress's
+    /// `backend-protocol`, which overrides the Service's.
     pub(crate) fn resolve(
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
         field: &str,
+        protocol: Option<UpstreamProtocol>,
         report: &mut Reporter<'_>,
     ) -> Option<UpstreamName> {
         if backend.resource.is_some() {
@@ -121,7 +123,7 @@ impl<'a> Resolver<'a> {
                 return None;
             }
         };
-        let (name, unresolved) = self.upstream(namespace, &service.name, &port);
+        let (name, unresolved) = self.upstream(namespace, &service.name, &port, protocol);
         if let Some(u) = unresolved {
             report.warn(Some(format!("{field}.service")), u.reason, u.message);
         }
@@ -135,7 +137,7 @@ impl<'a> Resolver<'a> {
         target: &ServiceRef,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<RouteAction> {
-        let (name, unresolved) = self.upstream(&target.namespace, &target.name, &target.port);
+        let (name, unresolved) = self.upstream(&target.namespace, &target.name, &target.port, None);
         if let Some(u) = unresolved {
             let object = ObjectRef::new("Service", &target.namespace, &target.name);
             let mut report = Reporter::new(object, diagnostics);
@@ -155,29 +157,43 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// The upstream of a Service port spoken to with `protocol`, or with
+    /// what the Service asks for. Its name is `<namespace>/<service>:<port>`,
+    /// with `/<protocol>` appended unless it is plain HTTP, so two Ingresses
+    /// speaking different protocols to one Service get separate upstreams.
     fn upstream(
         &mut self,
         namespace: &str,
         service: &str,
         port: &PortRef,
+        protocol: Option<UpstreamProtocol>,
     ) -> (UpstreamName, Option<Unresolved>) {
-        let name = UpstreamName(format!("{namespace}/{service}:{port}"));
-        let (endpoints, unresolved) = match self.endpoints(namespace, service, port) {
-            Ok(endpoints) => (endpoints, None),
-            Err(u) => (Vec::new(), Some(u)),
+        let (endpoints, service_protocol, unresolved) =
+            match self.endpoints(namespace, service, port) {
+                Ok((endpoints, p)) => (endpoints, p, None),
+                Err(u) => (Vec::new(), UpstreamProtocol::Http, Some(u)),
+            };
+        let protocol = protocol.unwrap_or(service_protocol);
+        let name = match protocol {
+            UpstreamProtocol::Http => UpstreamName(format!("{namespace}/{service}:{port}")),
+            p => UpstreamName(format!("{namespace}/{service}:{port}/{}", p.as_str())),
         };
-        self.upstreams
-            .entry(name.clone())
-            .or_insert(Upstream { endpoints });
+        self.upstreams.entry(name.clone()).or_insert(Upstream {
+            endpoints,
+            protocol,
+        });
         (name, unresolved)
     }
 
+    /// Ready endpoints of a Service port, and the protocol the Service asks
+    /// for: its `weir.dev/backend-protocol` annotation, else the port's
+    /// `appProtocol`, else HTTP/1.1.
     fn endpoints(
         &self,
         namespace: &str,
         service_name: &str,
         port: &PortRef,
-    ) -> Result<Vec<SocketAddr>, Unresolved> {
+    ) -> Result<(Vec<SocketAddr>, UpstreamProtocol), Unresolved> {
         let key = ObjectKey::new(namespace, service_name);
         let Some(service) = self.inputs.services.get(&key) else {
             return Err(Unresolved {
@@ -208,8 +224,28 @@ impl<'a> Resolver<'a> {
                 ),
             });
         };
+        let protocol = match service
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(WEIR_BACKEND_PROTOCOL))
+        {
+            Some(value) => crate::annotations::parse_backend_protocol(value).map_err(|e| {
+                Unresolved {
+                    reason: "InvalidBackendProtocol",
+                    message: format!(
+                        "service {namespace}/{service_name}: {WEIR_BACKEND_PROTOCOL}: {e}; requests get 503"
+                    ),
+                }
+            })?,
+            None => service_port
+                .app_protocol
+                .as_deref()
+                .and_then(crate::annotations::app_protocol)
+                .unwrap_or_default(),
+        };
         if let Some(list) = self.static_upstreams(service)? {
-            return Ok(list);
+            return Ok((list, protocol));
         }
         let mut found = BTreeSet::new();
         for slice in self
@@ -220,7 +256,7 @@ impl<'a> Resolver<'a> {
         {
             ready_endpoints(slice, service_port, &mut found);
         }
-        Ok(found.into_iter().collect())
+        Ok((found.into_iter().collect(), protocol))
     }
 
     /// The `weir.dev/upstream` annotation: a comma-separated list of

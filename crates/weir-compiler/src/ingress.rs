@@ -167,6 +167,7 @@ impl Builder {
                     namespace,
                     &path.backend,
                     &format!("{field}.backend"),
+                    settings.backend_protocol,
                     &mut report,
                 ) else {
                     continue;
@@ -208,8 +209,13 @@ impl Builder {
         }
 
         if let Some(default) = &spec.default_backend
-            && let Some(upstream) =
-                backends.resolve(namespace, default, "spec.defaultBackend", &mut report)
+            && let Some(upstream) = backends.resolve(
+                namespace,
+                default,
+                "spec.defaultBackend",
+                settings.backend_protocol,
+                &mut report,
+            )
         {
             let policy = policies.resolve(&RouteSite {
                 namespace,

@@ -11,6 +11,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use weir_proxy::ProxyMetrics;
 use weir_proxy::normalize::normalize_path;
+use weir_proxy::pool::Pools;
 use weir_proxy::router::RouteTable;
 use weir_snapshot::{
     HostMatch, PathMatch, Route, RouteAction, Snapshot, Upstream, UpstreamName, VirtualHost,
@@ -56,6 +57,7 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
             UpstreamName("u".into()),
             Upstream {
                 endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
+                protocol: Default::default(),
             },
         )]
         .into(),
@@ -65,8 +67,10 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
 
 fn bench(c: &mut Criterion) {
     let metrics = ProxyMetrics::register(&prometheus::Registry::new()).unwrap();
+    let pools = Pools::new(Duration::from_secs(1), Duration::from_secs(1));
     let many_hosts = RouteTable::build(
         &snapshot(1_000, 10),
+        &pools,
         &Default::default(),
         &Default::default(),
         &metrics,
@@ -74,6 +78,7 @@ fn bench(c: &mut Criterion) {
     );
     let one_host = RouteTable::build(
         &snapshot(1, 10_000),
+        &pools,
         &Default::default(),
         &Default::default(),
         &metrics,

@@ -8,14 +8,15 @@
 //!              2. edge checks           framing, Host, header/URI limits
 //!              3. path normalization    normalize.rs
 //!              4. route                 router.rs (snapshot loaded once)
-//!              5. forward               pooled hyper client, route timeout
+//!              5. forward               pool.rs (per-endpoint pools), route timeout
 //!         ◀─ response (hop-by-hop stripped) or respond.rs JSON error
 //! ```
 //!
 //! The snapshot is read lock-free per request (`ArcSwap`); a request keeps
 //! the table it started with until it finishes, so a swap never changes a
-//! request halfway. Upstream connection pools live in one client keyed by
-//! endpoint address, so they survive every swap in which the endpoint stays.
+//! request halfway. Upstream connection pools are kept per endpoint address
+//! and protocol (pool.rs), so they survive every swap in which the endpoint
+//! stays.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +27,7 @@ mod headers;
 pub mod limits;
 pub mod metrics;
 pub mod normalize;
+pub mod pool;
 mod respond;
 pub mod router;
 mod server;
@@ -42,13 +44,10 @@ use bytes::Bytes;
 use http::header::{
     CONTENT_LENGTH, HOST, HeaderValue, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING,
 };
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use weir_snapshot::Snapshot;
 
@@ -89,7 +88,7 @@ fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) ->
 }
 
 /// Response body: the upstream's, streamed, or one of weir's own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 
 /// Limits and timeouts of the data plane.
 #[derive(Clone, Debug)]
@@ -146,10 +145,10 @@ struct Installed {
 }
 
 /// The data plane's shared state: the current routing table, the upstream
-/// client and the metrics.
+/// connection pools and the metrics.
 pub struct Proxy {
     installed: ArcSwap<Installed>,
-    client: Client<HttpConnector, Incoming>,
+    pools: pool::Pools,
     config: ProxyConfig,
     metrics: ProxyMetrics,
     ids: RequestIds,
@@ -195,23 +194,14 @@ impl Proxy {
         auth: weir_auth::AuthRuntime,
         limiter: Arc<weir_ratelimit::RateLimiter>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let pools = pool::Pools::new(config.connect_timeout, config.upstream_idle_timeout);
         let unrouted = metrics.route(NO_ROUTE);
         Proxy {
             installed: ArcSwap::from_pointee(Installed {
                 table: RouteTable::default(),
                 limit_series: Default::default(),
             }),
-            client,
+            pools,
             config,
             metrics,
             ids: RequestIds::new(),
@@ -249,6 +239,7 @@ impl Proxy {
         let limits = limits::build_all(snapshot, &self.limiter);
         let table = RouteTable::build(
             snapshot,
+            &self.pools,
             &policies,
             &limits,
             &self.metrics,
@@ -260,6 +251,9 @@ impl Proxy {
             limit_series,
         }));
         let new = self.installed.load();
+        // Endpoints the tables no longer use (their last in-flight request
+        // done) leave the registry here and in the idle sweep.
+        self.pools.forget_unused();
         for gone in old.table.route_names.difference(&new.table.route_names) {
             self.metrics.forget_route(gone);
         }
@@ -506,12 +500,30 @@ impl Proxy {
             );
             return Ok((resp, target));
         };
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query)
-            .build();
-        let Ok(uri) = uri else {
+        let protocol = endpoint.pool.protocol();
+        let uri = if protocol.is_h2() {
+            // HTTP/2 names the host in :authority, taken from the URI: the
+            // client's host, as an HTTP/1.1 upstream would see it in Host.
+            let authority = host_value
+                .as_ref()
+                .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+                .unwrap_or_else(|| endpoint.authority.clone());
+            let scheme = if protocol.is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+                .ok()
+        } else {
+            // HTTP/1.1 writes the URI as the request target: origin-form.
+            Some(Uri::from(path_and_query))
+        };
+        let Some(uri) = uri else {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
@@ -519,10 +531,26 @@ impl Proxy {
             ));
         };
         *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
+        *req.version_mut() = if protocol.is_h2() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         let headers = req.headers_mut();
+        // gRPC servers want `TE: trailers` (the only TE HTTP/2 allows);
+        // every other hop-by-hop header stops here.
+        let te_trailers = protocol.is_h2()
+            && headers
+                .get_all(http::header::TE)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(headers);
-        if insert_host && let Some(v) = &host_value {
+        if te_trailers {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        if protocol.is_h2() {
+            headers.remove(HOST);
+        } else if insert_host && let Some(v) = &host_value {
             headers.insert(HOST, v.clone());
         }
         headers::set_forwarded(headers, &conn.peer_value, conn.proto, host_value);
@@ -530,7 +558,8 @@ impl Proxy {
 
         let addr = endpoint.addr;
         facts.upstream = Some(addr);
-        match tokio::time::timeout(target.timeout, self.client.request(req)).await {
+        let pool = endpoint.pool.clone();
+        match tokio::time::timeout(target.timeout, pool.send(req)).await {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
@@ -545,7 +574,7 @@ impl Proxy {
             }
             Ok(Err(e)) => {
                 tracing::debug!(%addr, route = %target.name, error = %e, "Upstream request failed.");
-                if client_body_failed(&e) {
+                if e.is_client_body() {
                     // The client's body was malformed or cut short while
                     // streaming: the client's fault, not the backend's.
                     let resp = error(
@@ -587,19 +616,6 @@ impl Proxy {
             }
         }
     }
-}
-
-/// Whether a forwarding failure came from reading the client's request body:
-/// hyper reports a failed outgoing body stream as a "user" error.
-fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.is_user();
-        }
-        source = s.source();
-    }
-    false
 }
 
 type Rejection = (StatusCode, &'static str, &'static str);

@@ -18,6 +18,7 @@ use http::uri::Authority;
 use weir_snapshot::{HostMatch, PathMatch, RouteAction, Snapshot};
 
 use crate::metrics::{ProxyMetrics, RouteMetrics};
+use crate::pool::{EndpointPool, Pools};
 
 /// FNV-1a: the route maps are built from configuration, not from client
 /// input, so they need no hash-flooding defence and a lookup should cost a
@@ -45,10 +46,11 @@ impl Hasher for Fnv {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
-/// One upstream endpoint with its URI authority prepared.
+/// One upstream endpoint: its URI authority prepared, and its connections.
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
+    pub(crate) pool: Arc<EndpointPool>,
 }
 
 /// Runtime form of an upstream: endpoints and the round-robin cursor.
@@ -144,9 +146,12 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the tables; metric series for each route are resolved here.
+    /// Builds the tables; metric series for each route are resolved here,
+    /// and each endpoint's connection pool (the one it already had when a
+    /// previous snapshot used it).
     pub fn build(
         snapshot: &Snapshot,
+        pools: &Pools,
         policies: &weir_auth::Policies,
         limits: &HashMap<String, Arc<crate::limits::PolicyLimits>>,
         metrics: &ProxyMetrics,
@@ -164,6 +169,7 @@ impl RouteTable {
                         Some(Endpoint {
                             addr: *addr,
                             authority,
+                            pool: pools.endpoint(*addr, u.protocol),
                         })
                     })
                     .collect();
@@ -341,6 +347,7 @@ mod tests {
                 UpstreamName("u".into()),
                 SnapUpstream {
                     endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+                    protocol: Default::default(),
                 },
             )]
             .into(),
@@ -349,6 +356,7 @@ mod tests {
         let metrics = ProxyMetrics::register(&prometheus::Registry::new()).unwrap();
         RouteTable::build(
             &snapshot,
+            &Pools::new(Duration::from_secs(1), Duration::from_secs(1)),
             &weir_auth::Policies::new(),
             &HashMap::new(),
             &metrics,

@@ -199,6 +199,54 @@ pub struct Upstream {
     /// routed here gets 503, which is how a Service with no ready pods must
     /// behave.
     pub endpoints: Vec<SocketAddr>,
+    /// How weir speaks to the endpoints (`weir.dev/backend-protocol`, the
+    /// ingress-nginx `backend-protocol` annotation, or the Service port's
+    /// `appProtocol`). Absent from dumps when it is plain HTTP/1.1.
+    #[serde(default, skip_serializing_if = "UpstreamProtocol::is_http")]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol weir speaks to an upstream. gRPC services need HTTP/2 (`H2c`
+/// in cleartext, `H2` over TLS); `Https` is HTTP/1.1 over TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP, with keep-alive.
+    #[default]
+    Http,
+    /// HTTP/2 over TCP with prior knowledge (gRPC without TLS).
+    H2c,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 over TLS, negotiated with ALPN (gRPC with TLS).
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// Plain HTTP/1.1, the default.
+    pub fn is_http(&self) -> bool {
+        *self == UpstreamProtocol::Http
+    }
+
+    /// The name used in annotations, upstream names and dumps.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http => "http",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Https => "https",
+            UpstreamProtocol::H2 => "h2",
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, UpstreamProtocol::Https | UpstreamProtocol::H2)
+    }
+
+    /// Whether requests go out as HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,597 @@
+//! Upstream connections: one pool per endpoint and protocol, shared by every
+//! snapshot that routes to the endpoint.
+//!
+//! ```text
+//!  Pools ── registry (addr, protocol) ─weak─▶ EndpointPool ◀─ router::Endpoint (per snapshot)
+//!                                              ├ HTTP/1.1: idle stack (LIFO), + connect
+//!                                              └ HTTP/2:   one shared connection
+//! ```
+//!
+//! - **HTTP/1.1** (plain or TLS): an idle connection goes back on the stack
+//!   when the response body has been read to its end, not when the headers
+//!   arrive, so it is reused only once hyper can write the next request on
+//!   it; a body dropped half-read closes the connection instead. The most
+//!   recently used connection is taken first, which keeps few connections
+//!   warm under low load and lets the rest time out. A request is retried
+//!   on another connection only when its pooled connection closed before a
+//!   byte of it was written (the upstream closed an idle keep-alive
+//!   connection); nothing that may have reached the upstream is retried.
+//! - **HTTP/2** (h2c, or TLS with ALPN `h2`): one multiplexed connection per
+//!   endpoint, opened by the first request; requests arriving meanwhile wait
+//!   for it instead of opening their own. A connection that went away
+//!   (GOAWAY, reset) is replaced on the next request.
+//! - **TLS toward upstreams** encrypts; it does not authenticate: the
+//!   upstream's certificate is not verified (in-cluster services mostly use
+//!   self-signed certificates, and ingress-nginx's `backend-protocol: HTTPS`
+//!   does not verify either). The handshake's signatures are checked, and no
+//!   SNI is sent (endpoints are pod IPs).
+//!
+//! Pools are found by address and protocol in a registry of weak
+//! references, so a snapshot swap that keeps an endpoint keeps its warm
+//! connections, and an endpoint no snapshot uses any more closes them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use weir_snapshot::UpstreamProtocol;
+
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
+/// come back. The stack never grows beyond the peak concurrency anyway.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No TCP connection.
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    /// TCP, TLS and protocol handshakes took longer than the connect timeout.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    /// The HTTP/1.1 or HTTP/2 connection could not be set up (an HTTP/2
+    /// upstream that is not one fails here).
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+    /// The exchange failed after the request was handed to a connection.
+    #[error(transparent)]
+    Http(hyper::Error),
+}
+
+impl SendError {
+    /// No connection could be made: the backend is down or unreachable.
+    pub(crate) fn is_connect(&self) -> bool {
+        !matches!(self, SendError::Http(_))
+    }
+
+    /// The client's request body failed while it was streamed upstream
+    /// (malformed chunk, cut short): the client's fault, not the backend's.
+    pub(crate) fn is_client_body(&self) -> bool {
+        matches!(self, SendError::Http(e) if e.is_user())
+    }
+}
+
+/// How connections are made; shared by every endpoint pool.
+struct Connector {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// ALPN `http/1.1`.
+    tls_http1: TlsConnector,
+    /// ALPN `h2`.
+    tls_h2: TlsConnector,
+}
+
+type Registry = Mutex<HashMap<(SocketAddr, UpstreamProtocol), Weak<EndpointPool>>>;
+
+/// Every endpoint's pool, found by address and protocol. One per
+/// [`crate::Proxy`]; route tables take their endpoints' pools from it.
+pub struct Pools {
+    connector: Arc<Connector>,
+    registry: Arc<Registry>,
+}
+
+impl Pools {
+    /// Pools connecting within `connect_timeout` (TCP, TLS and HTTP
+    /// handshakes together) and closing HTTP/1.1 connections idle for
+    /// `idle_timeout`. Inside a Tokio runtime a task sweeps idle connections
+    /// out; it ends when the pools are dropped.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let connector = Arc::new(Connector {
+            connect_timeout,
+            idle_timeout,
+            tls_http1: tls_connector(&provider, b"http/1.1"),
+            tls_h2: tls_connector(&provider, b"h2"),
+        });
+        let registry: Arc<Registry> = Arc::default();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&registry);
+            let every = (idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(registry) = weak.upgrade() else {
+                        return;
+                    };
+                    sweep(&registry);
+                }
+            });
+        }
+        Pools {
+            connector,
+            registry,
+        }
+    }
+
+    /// The pool of `addr` spoken to in `protocol`: the existing one when a
+    /// snapshot still uses it, else a new, empty one.
+    pub(crate) fn endpoint(
+        &self,
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+    ) -> Arc<EndpointPool> {
+        let mut registry = lock(&self.registry);
+        if let Some(pool) = registry.get(&(addr, protocol)).and_then(Weak::upgrade) {
+            return pool;
+        }
+        let pool = Arc::new(EndpointPool {
+            addr,
+            protocol,
+            connector: self.connector.clone(),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
+        });
+        registry.insert((addr, protocol), Arc::downgrade(&pool));
+        pool
+    }
+
+    /// Forgets endpoints no snapshot uses any more (their connections
+    /// closed when the last snapshot holding them was dropped).
+    pub(crate) fn forget_unused(&self) {
+        lock(&self.registry).retain(|_, pool| pool.strong_count() > 0);
+    }
+
+    /// Pools currently registered, for tests.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.registry).len()
+    }
+}
+
+/// Closes idle connections past the idle timeout, and forgets dead pools.
+fn sweep(registry: &Registry) {
+    let pools: Vec<Arc<EndpointPool>> = {
+        let mut registry = lock(registry);
+        registry.retain(|_, pool| pool.strong_count() > 0);
+        registry.values().filter_map(Weak::upgrade).collect()
+    };
+    for pool in pools {
+        let timeout = pool.connector.idle_timeout;
+        lock(&pool.idle).retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < timeout);
+    }
+}
+
+/// A poisoned lock only means another request panicked while holding it;
+/// the idle stack and the registry stay consistent (every update is a
+/// single push, pop or insert), so carry on with them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// The connections to one endpoint in one protocol.
+pub(crate) struct EndpointPool {
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    connector: Arc<Connector>,
+    /// HTTP/1.1 connections ready for a request, most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    /// The HTTP/2 connection, once made.
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Held while an HTTP/2 connection is being made, so concurrent
+    /// requests share it.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl EndpointPool {
+    /// The protocol spoken to this endpoint.
+    pub(crate) fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// Sends `req` (its URI already in the form the protocol wants) and
+    /// returns the response once its head has arrived; the body streams.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if self.protocol.is_h2() {
+            self.send_h2(req).await
+        } else {
+            self.send_h1(req).await
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        loop {
+            let (mut sender, reused) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect_h1().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = self.clone();
+                    return Ok(resp.map(|body| UpstreamBody::new(body, Some((pool, sender)))));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection closed before the request was
+                    // written: nothing reached the upstream, try another.
+                    // Each retry pops a connection off the stack, so this
+                    // ends at a fresh connection, which is not retried.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently returned idle connection that is still open.
+    async fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
+        loop {
+            let idle = lock(&self.idle).pop()?;
+            if idle.sender.is_closed() || idle.since.elapsed() >= self.connector.idle_timeout {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Returned at the end of a body, the connection turns ready as
+            // soon as hyper's connection task has seen that end too.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn give_back(&self, sender: http1::SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() >= MAX_IDLE_PER_ENDPOINT {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut fresh = false;
+        loop {
+            let (mut sender, made) = self.h2_sender().await?;
+            fresh |= made;
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
+                Err(mut e) => {
+                    self.forget_closed_h2();
+                    match e.take_message() {
+                        // The connection was closing (GOAWAY) before this
+                        // stream was opened: once more, on a new one.
+                        Some(unsent) if !fresh => req = unsent,
+                        _ => return Err(SendError::Http(e.into_error())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection, made if there is none (`true`).
+    async fn h2_sender(&self) -> Result<(http2::SendRequest<Incoming>, bool), SendError> {
+        if let Some(sender) = self.open_h2() {
+            return Ok((sender, false));
+        }
+        let _one_at_a_time = self.h2_connecting.lock().await;
+        if let Some(sender) = self.open_h2() {
+            return Ok((sender, false));
+        }
+        let sender = self.connect_h2().await?;
+        *lock(&self.h2) = Some(sender.clone());
+        Ok((sender, true))
+    }
+
+    fn open_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        lock(&self.h2).as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Drops the shared connection once it has closed, so the next request
+    /// makes a new one.
+    fn forget_closed_h2(&self) {
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+            *h2 = None;
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, SendError> {
+        let connect = async {
+            let tcp = self.tcp().await?;
+            if self.protocol.is_tls() {
+                let tls = self.tls(tcp, &self.connector.tls_http1).await?;
+                handshake_h1(tls).await
+            } else {
+                handshake_h1(tcp).await
+            }
+        };
+        tokio::time::timeout(self.connector.connect_timeout, connect)
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, SendError> {
+        let connect = async {
+            let tcp = self.tcp().await?;
+            if self.protocol.is_tls() {
+                let tls = self.tls(tcp, &self.connector.tls_h2).await?;
+                handshake_h2(tls).await
+            } else {
+                handshake_h2(tcp).await
+            }
+        };
+        tokio::time::timeout(self.connector.connect_timeout, connect)
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+    }
+
+    async fn tcp(&self) -> Result<TcpStream, SendError> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(SendError::Connect)?;
+        // Requests and responses are written whole; waiting to coalesce
+        // them only adds latency.
+        tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        Ok(tcp)
+    }
+
+    async fn tls(
+        &self,
+        tcp: TcpStream,
+        connector: &TlsConnector,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SendError> {
+        // An IP address as the server name: rustls sends no SNI for it.
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        connector.connect(name, tcp).await.map_err(SendError::Tls)
+    }
+}
+
+async fn handshake_h1<T>(io: T) -> Result<http1::SendRequest<Incoming>, SendError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "Upstream HTTP/1.1 connection failed.");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_h2<T>(io: T) -> Result<http2::SendRequest<Incoming>, SendError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Notice a dead peer on a busy connection instead of waiting for
+        // the route timeout of every request on it.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "Upstream HTTP/2 connection failed.");
+        }
+    });
+    Ok(sender)
+}
+
+/// A response body from an upstream. For HTTP/1.1 it carries the
+/// connection, which goes back to its pool when the body has been read to
+/// the end.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+}
+
+impl UpstreamBody {
+    fn new(
+        inner: Incoming,
+        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+    ) -> Self {
+        let mut body = UpstreamBody { inner, give_back };
+        // An empty body (HEAD, 204, 304, Content-Length: 0) may never be
+        // polled: the connection is free now.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((pool, sender)) = self.give_back.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.release(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
+            // A failed body leaves the connection in an unknown state.
+            Some(Err(_)) => self.give_back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn tls_connector(provider: &Arc<CryptoProvider>, alpn: &[u8]) -> TlsConnector {
+    #[allow(clippy::expect_used)]
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        // Invariant: ring's provider has TLS 1.3 and 1.2 cipher suites and
+        // key exchanges, so the default versions are always supported.
+        .expect("ring supports the default TLS versions");
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unverified(provider.clone())))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Accepts any upstream certificate, but checks the handshake signatures
+/// made with it (see the module documentation for why).
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pools_are_shared_by_address_and_protocol_while_used() {
+        let pools = Pools::new(Duration::from_secs(1), Duration::from_secs(60));
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let a = pools.endpoint(addr, UpstreamProtocol::Http);
+        let b = pools.endpoint(addr, UpstreamProtocol::Http);
+        assert!(Arc::ptr_eq(&a, &b), "one pool per endpoint");
+        let c = pools.endpoint(addr, UpstreamProtocol::H2c);
+        assert!(!Arc::ptr_eq(&a, &c), "one pool per protocol");
+        drop((a, b, c));
+        pools.forget_unused();
+        assert_eq!(pools.len(), 0, "unused pools are forgotten");
+    }
+
+    #[tokio::test]
+    async fn connect_failure_is_a_connect_error() {
+        let pools = Pools::new(Duration::from_secs(2), Duration::from_secs(60));
+        // A port nobody listens on: bind, read the port, close.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        for protocol in [
+            UpstreamProtocol::Http,
+            UpstreamProtocol::H2c,
+            UpstreamProtocol::H2,
+        ] {
+            let pool = pools.endpoint(addr, protocol);
+            let err = if protocol.is_h2() {
+                pool.connect_h2().await.err()
+            } else {
+                pool.connect_h1().await.err()
+            }
+            .expect("refused");
+            assert!(err.is_connect(), "{protocol:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! How weir talks to upstreams: pooled HTTP/1.1 keep-alive connections that
+//! outlive snapshot swaps, and the protocols a Service or Ingress asks for
+//! (`backend-protocol`): h2c with gRPC trailers, HTTPS, HTTP/2 over TLS.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use weir_tests::client::{get, h2c, http1};
+use weir_tests::upstream::Upstream;
+use weir_tests::weir::Weir;
+use weir_tests::{TempDir, ingress_yaml, route_yaml};
+
+/// A Service with a static endpoint and extra annotations (flow-style).
+fn service(name: &str, upstream: SocketAddr, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, annotations: {{weir.dev/upstream: \"{upstream}\"{annotations}}}}}
+spec: {{ports: [{{port: 80}}]}}
+"
+    )
+}
+
+#[tokio::test]
+async fn http1_connections_are_reused_across_requests_and_swaps() {
+    let up = Upstream::start("pooled").await;
+    let dir = TempDir::new("pool-reuse");
+    dir.write(
+        "a.yaml",
+        &route_yaml("a", "a.test", "/", "Prefix", "a", &up.addr.to_string()),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    // Sequential requests, small answers and streamed (chunked) ones, and
+    // HEAD (no body): each connection goes back to the pool when its
+    // response ends, so one upstream connection serves them all.
+    for i in 0..60 {
+        let headers: &[(&str, &str)] = if i % 3 == 1 {
+            &[("x-test-download", "200000")]
+        } else {
+            &[]
+        };
+        let r = get(&client, weir.http, "a.test", &format!("/{i}"), headers)
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "request {i}");
+        if i % 3 == 1 {
+            assert_eq!(r.body.len(), 200_000, "request {i}");
+        }
+        if i % 10 == 0 {
+            let head = Request::head(format!("http://{}/head", weir.http))
+                .header("host", "a.test")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let r = weir_tests::client::send(&client, head).await.expect("HEAD");
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        1,
+        "sequential requests share one upstream connection"
+    );
+    // A new snapshot (another Ingress) keeps the endpoint, and its pool.
+    dir.write(
+        "b.yaml",
+        &route_yaml("b", "b.test", "/", "Prefix", "b", &up.addr.to_string()),
+    );
+    weir_tests::await_status(weir.http, "b.test", 200, "the second route").await;
+    for i in 0..10 {
+        let r = get(&client, weir.http, "a.test", &format!("/after/{i}"), &[])
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        1,
+        "the pool survived the snapshot swap"
+    );
+}
+
+#[tokio::test]
+async fn h2c_backend_multiplexes_on_one_upstream_connection() {
+    let up = Upstream::start("h2c").await;
+    let dir = TempDir::new("h2c-backend");
+    dir.write(
+        "grpc.yaml",
+        &format!(
+            "{}---\n{}",
+            ingress_yaml(
+                "grpc",
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+                "grpc.test",
+                "/",
+                "Prefix",
+                "api"
+            ),
+            service("api", up.addr, "")
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    // 50 HTTP/1.1 clients at once, each on its own connection to weir,
+    // every request held 200 ms by the upstream: weir opens one HTTP/2
+    // connection and multiplexes them.
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let addr = weir.http;
+        calls.push(tokio::spawn(async move {
+            let client = http1();
+            get(
+                &client,
+                addr,
+                "grpc.test",
+                &format!("/s/{i}"),
+                &[("x-test-delay-ms", "200")],
+            )
+            .await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = call.await.expect("task").expect("request");
+        assert_eq!(r.status, 200, "request {i}");
+        let echo = r.json();
+        assert_eq!(echo["version"], "HTTP/2.0", "request {i}");
+        assert_eq!(
+            echo["uri"],
+            format!("http://grpc.test/s/{i}"),
+            "request {i}"
+        );
+        assert!(
+            echo["headers"].get("host").is_none(),
+            ":authority, not Host"
+        );
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    }
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        1,
+        "one multiplexed upstream connection"
+    );
+}
+
+/// A gRPC server as far as the wire goes: HTTP/2 prior knowledge, a
+/// length-prefixed message in, a length-prefixed message out, and the status
+/// in trailers. It refuses calls without `te: trailers` the way gRPC servers
+/// do, and echoes what it saw of the request in response headers.
+async fn grpc_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let te = req.headers().get("te").cloned();
+                    let authority = req.uri().authority().map(|a| a.to_string());
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.expect("request body");
+                    let message = body.to_bytes();
+                    // 1 byte compressed flag + 4 bytes length, then the message.
+                    let name = String::from_utf8_lossy(message.get(5..).unwrap_or_default());
+                    let mut trailers = HeaderMap::new();
+                    let mut frames = Vec::new();
+                    if te.as_ref().is_none_or(|v| v != "trailers") {
+                        trailers.insert("grpc-status", HeaderValue::from_static("3"));
+                        trailers.insert("grpc-message", HeaderValue::from_static("missing te"));
+                    } else {
+                        let reply = format!("hello {name}");
+                        let mut framed = BytesMut::new();
+                        framed.put_u8(0);
+                        framed.put_u32(reply.len() as u32);
+                        framed.put_slice(reply.as_bytes());
+                        frames.push(Ok::<_, Infallible>(Frame::data(framed.freeze())));
+                        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                        trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+                    }
+                    frames.push(Ok(Frame::trailers(trailers)));
+                    let stream = tokio_stream_iter(frames);
+                    let resp = Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("x-seen-authority", authority.unwrap_or_default())
+                        .header("x-seen-path", path)
+                        .body(StreamBody::new(stream))
+                        .expect("response");
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// Frames as a stream, without pulling in a stream utility crate.
+fn tokio_stream_iter<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T> {
+    struct Iter<T>(std::collections::VecDeque<T>);
+    impl<T: Unpin> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.pop_front())
+        }
+    }
+    Iter(items.into())
+}
+
+#[tokio::test]
+async fn grpc_unary_call_through_weir_keeps_trailers() {
+    let (grpc, connections) = grpc_server().await;
+    let dir = TempDir::new("grpc");
+    dir.write(
+        "grpc.yaml",
+        &format!(
+            "{}---\n{}",
+            ingress_yaml("greeter", "", "greeter.test", "/", "Prefix", "greeter"),
+            // The Service says it speaks h2c; the Ingress says nothing.
+            service("greeter", grpc, ", weir.dev/backend-protocol: h2c")
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let mut sender = h2c(weir.http).await;
+    for name in ["weir", "again"] {
+        let mut framed = BytesMut::new();
+        framed.put_u8(0);
+        framed.put_u32(name.len() as u32);
+        framed.put_slice(name.as_bytes());
+        let req = Request::post("http://greeter.test/helloworld.Greeter/SayHello")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(framed.freeze()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("call");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let headers = resp.headers().clone();
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["x-seen-authority"], "greeter.test");
+        assert_eq!(headers["x-seen-path"], "/helloworld.Greeter/SayHello");
+        let body = resp.into_body().collect().await.expect("body");
+        let trailers = body.trailers().cloned().expect("trailers reach the client");
+        assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+        assert_eq!(trailers["grpc-message"], "ok");
+        let message = body.to_bytes();
+        assert_eq!(&message[5..], format!("hello {name}").as_bytes());
+        assert_eq!(
+            u32::from_be_bytes(message[1..5].try_into().expect("length")) as usize,
+            message.len() - 5
+        );
+    }
+    assert_eq!(connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn tls_backends_speak_https_and_h2() {
+    let up = Upstream::start_tls("tls").await;
+    let plain = Upstream::start("plain").await;
+    let dir = TempDir::new("tls-backends");
+    dir.write(
+        "https.yaml",
+        &format!(
+            "{}---\n{}",
+            ingress_yaml("https", "", "https.test", "/", "Prefix", "secure"),
+            service("secure", up.addr, ", weir.dev/backend-protocol: https")
+        ),
+    );
+    dir.write(
+        "h2.yaml",
+        &format!(
+            "{}---\n{}",
+            ingress_yaml(
+                "h2",
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+                "h2.test",
+                "/",
+                "Prefix",
+                "secure-h2"
+            ),
+            service("secure-h2", up.addr, "")
+        ),
+    );
+    // A plain-HTTP upstream declared as HTTPS: the handshake fails.
+    dir.write(
+        "wrong.yaml",
+        &format!(
+            "{}---\n{}",
+            ingress_yaml(
+                "wrong",
+                "weir.dev/backend-protocol: https",
+                "wrong.test",
+                "/",
+                "Prefix",
+                "plain"
+            ),
+            service("plain", plain.addr, "")
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    for i in 0..5 {
+        let r = get(&client, weir.http, "https.test", &format!("/one/{i}"), &[])
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["version"], "HTTP/1.1");
+        assert_eq!(r.json()["uri"], format!("/one/{i}"));
+        assert_eq!(r.json()["headers"]["host"], "https.test");
+    }
+    let r = get(&client, weir.http, "h2.test", "/two", &[])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(r.json()["uri"], "https://h2.test/two");
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        2,
+        "one kept-alive HTTPS connection and one HTTP/2 connection"
+    );
+    let r = get(&client, weir.http, "wrong.test", "/", &[])
+        .await
+        .expect("request");
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (502, "upstream_connect_failed".to_owned())
+    );
+}
