@@ -50,19 +50,28 @@ impl Upstream {
     /// `localhost`, ALPN `h2` and `http/1.1`), then HTTP/1.1 or HTTP/2 as
     /// negotiated.
     pub async fn start_tls(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("self-signed certificate");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        Self::start_tls_with(name, vec![cert.cert.der().clone()], key).await
+    }
+
+    /// Starts a TLS upstream presenting `chain` (leaf first) and `key`.
+    pub async fn start_tls_with(
+        name: &str,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .with_single_cert(chain, key)
         .expect("server certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::serve_on(

@@ -342,3 +342,120 @@ async fn tls_backends_speak_https_and_h2() {
         (502, "upstream_connect_failed".to_owned())
     );
 }
+
+/// A CA from rcgen: its PEM for a Secret, and leaves it signs.
+struct Ca {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Ca {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`: its DER chain and key.
+    fn leaf(
+        &self,
+        names: &[&str],
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("leaf");
+        (
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    fn secret(&self, name: &str) -> String {
+        let indented: String = self.pem.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n  ca.crt: |\n{indented}"
+        )
+    }
+}
+
+#[tokio::test]
+async fn verified_tls_backends_check_the_certificate_and_its_name() {
+    let ca = Ca::new("backend CA");
+    let other = Ca::new("someone else");
+    let (chain, key) = ca.leaf(&["secure.default.svc"]);
+    let up = Upstream::start_tls_with("verified", chain, key).await;
+    let dir = TempDir::new("verified-backends");
+    dir.write(
+        "cas.yaml",
+        &format!(
+            "{}---\n{}",
+            ca.secret("backend-ca"),
+            other.secret("other-ca")
+        ),
+    );
+    dir.write("service.yaml", &service("secure", up.addr, ""));
+    let ingress = |name: &str, annotations: &str| {
+        ingress_yaml(
+            name,
+            annotations,
+            &format!("{name}.test"),
+            "/",
+            "Prefix",
+            "secure",
+        )
+    };
+    dir.write(
+        "ingresses.yaml",
+        &[
+            ingress("good", "weir.dev/backend-protocol: https, weir.dev/backend-ca-secret: backend-ca"),
+            ingress("good-h2", "weir.dev/backend-protocol: h2, weir.dev/backend-ca-secret: backend-ca"),
+            ingress("wrong-ca", "weir.dev/backend-protocol: https, weir.dev/backend-ca-secret: other-ca"),
+            ingress(
+                "wrong-name",
+                "weir.dev/backend-protocol: https, weir.dev/backend-ca-secret: backend-ca, weir.dev/backend-server-name: billing.default.svc",
+            ),
+        ]
+        .join("---\n"),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    let r = get(&client, weir.http, "good.test", "/v", &[])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    let r = get(&client, weir.http, "good-h2.test", "/v", &[])
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    for host in ["wrong-ca.test", "wrong-name.test"] {
+        let r = get(&client, weir.http, host, "/v", &[])
+            .await
+            .expect("request");
+        assert_eq!(
+            (r.status.as_u16(), r.error_code()),
+            (502, "upstream_connect_failed".to_owned()),
+            "{host}: a certificate that does not verify is refused"
+        );
+    }
+    assert_eq!(
+        up.hits.load(Ordering::Relaxed),
+        2,
+        "refused handshakes sent no request"
+    );
+}

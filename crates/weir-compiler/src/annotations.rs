@@ -39,6 +39,12 @@ const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-re
 pub const WEIR_BACKEND_PROTOCOL: &str = "weir.dev/backend-protocol";
 /// ingress-nginx's spelling: `HTTP`, `HTTPS`, `GRPC`, `GRPCS`, `AUTO_HTTP`.
 const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+/// `weir.dev/backend-ca-secret`: a Secret in the Ingress's namespace whose
+/// `ca.crt` (PEM) verifies the certificates of TLS backends.
+pub const WEIR_BACKEND_CA_SECRET: &str = "weir.dev/backend-ca-secret";
+/// `weir.dev/backend-server-name`: the name a verified backend's certificate
+/// must carry, also sent as SNI (default `<service>.<namespace>.svc`).
+pub const WEIR_BACKEND_SERVER_NAME: &str = "weir.dev/backend-server-name";
 /// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
 /// the manifest-folder provider where no EndpointSlice controller runs.
 pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
@@ -93,6 +99,10 @@ pub(crate) struct IngressSettings {
     /// How to speak to this Ingress's backends; `None` lets each Service
     /// decide.
     pub(crate) backend_protocol: Option<UpstreamProtocol>,
+    /// `weir.dev/backend-ca-secret`: verify TLS backends with this Secret's CA.
+    pub(crate) backend_ca_secret: Option<String>,
+    /// `weir.dev/backend-server-name`.
+    pub(crate) backend_server_name: Option<String>,
 }
 
 impl Default for IngressSettings {
@@ -103,6 +113,8 @@ impl Default for IngressSettings {
             ssl_redirect: true,
             force_ssl_redirect: false,
             backend_protocol: None,
+            backend_ca_secret: None,
+            backend_server_name: None,
         }
     }
 }
@@ -192,6 +204,34 @@ pub(crate) fn ingress_settings(
             match parsed {
                 Ok(p) => settings.backend_protocol = Some(p),
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == WEIR_BACKEND_CA_SECRET {
+            let v = value.trim();
+            if v.is_empty() || v.contains('/') {
+                report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!("{value:?} is not the name of a Secret in this Ingress's namespace"),
+                );
+            } else {
+                settings.backend_ca_secret = Some(v.to_owned());
+            }
+        } else if key == WEIR_BACKEND_SERVER_NAME {
+            let v = value.trim();
+            match rustls_pki_types::DnsName::try_from(v) {
+                Ok(_) if !annotations.contains_key(WEIR_BACKEND_CA_SECRET) => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!(
+                        "{WEIR_BACKEND_SERVER_NAME} only applies with {WEIR_BACKEND_CA_SECRET}"
+                    ),
+                ),
+                Ok(_) => settings.backend_server_name = Some(v.to_ascii_lowercase()),
+                Err(_) => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!("{value:?} is not a DNS name"),
+                ),
             }
         } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
             match refused_nginx(name) {

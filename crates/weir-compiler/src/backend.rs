@@ -14,7 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::api::networking::v1::IngressBackend;
-use weir_snapshot::{RouteAction, Upstream, UpstreamName, UpstreamProtocol, VirtualHost};
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use weir_snapshot::{
+    RouteAction, Upstream, UpstreamName, UpstreamProtocol, UpstreamTls, VirtualHost,
+};
 
 use crate::annotations::{WEIR_BACKEND_PROTOCOL, WEIR_UPSTREAM};
 use crate::diagnostics::{Diagnostic, ObjectRef, Reporter};
@@ -29,6 +35,25 @@ pub(crate) struct Resolver<'a> {
     /// Slices by (namespace, service name), built once per compile.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     upstreams: BTreeMap<UpstreamName, Upstream>,
+    /// CA Secrets read so far, each parsed once per compile.
+    cas: BTreeMap<ObjectKey, Result<Arc<CaRoots>, String>>,
+}
+
+/// CA certificates from a Secret's `ca.crt`.
+pub(crate) struct CaRoots {
+    source: String,
+    fingerprint: String,
+    roots: Vec<CertificateDer<'static>>,
+}
+
+/// What an Ingress asks of the connections to its backends.
+#[derive(Clone, Default)]
+pub(crate) struct BackendOptions {
+    /// `backend-protocol`; `None` lets the Service decide.
+    pub(crate) protocol: Option<UpstreamProtocol>,
+    /// Verify TLS backends with these CAs, for this name (default
+    /// `<service>.<namespace>.svc`).
+    pub(crate) verify: Option<(Arc<CaRoots>, Option<String>)>,
 }
 
 /// Why a backend resolved to no endpoints, reported as a warning.
@@ -58,6 +83,7 @@ impl<'a> Resolver<'a> {
             options,
             slices,
             upstreams: BTreeMap::new(),
+            cas: BTreeMap::new(),
         }
     }
 
@@ -81,14 +107,14 @@ impl<'a> Resolver<'a> {
 
     /// Resolves an Ingress backend in `namespace`. `None` (with an error
     /// reported) when the backend itself is invalid; a name whose upstream
-    /// may have no endpoints otherwise. `protocol` is the Ingress's
-    /// `backend-protocol`, which overrides the Service's.
+    /// may have no endpoints otherwise. `options` come from the Ingress's
+    /// annotations; its `backend-protocol` overrides the Service's.
     pub(crate) fn resolve(
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
         field: &str,
-        protocol: Option<UpstreamProtocol>,
+        options: &BackendOptions,
         report: &mut Reporter<'_>,
     ) -> Option<UpstreamName> {
         if backend.resource.is_some() {
@@ -123,7 +149,17 @@ impl<'a> Resolver<'a> {
                 return None;
             }
         };
-        let (name, unresolved) = self.upstream(namespace, &service.name, &port, protocol);
+        let (name, unresolved) = match self.upstream(namespace, &service.name, &port, options) {
+            Ok(done) => done,
+            Err(why) => {
+                report.error(
+                    Some(format!("{field}.service")),
+                    "BackendVerifyWithoutTLS",
+                    why,
+                );
+                return None;
+            }
+        };
         if let Some(u) = unresolved {
             report.warn(Some(format!("{field}.service")), u.reason, u.message);
         }
@@ -137,7 +173,13 @@ impl<'a> Resolver<'a> {
         target: &ServiceRef,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<RouteAction> {
-        let (name, unresolved) = self.upstream(&target.namespace, &target.name, &target.port, None);
+        let options = BackendOptions::default();
+        // Without verification options nothing can be refused.
+        let Ok((name, unresolved)) =
+            self.upstream(&target.namespace, &target.name, &target.port, &options)
+        else {
+            return None;
+        };
         if let Some(u) = unresolved {
             let object = ObjectRef::new("Service", &target.namespace, &target.name);
             let mut report = Reporter::new(object, diagnostics);
@@ -157,32 +199,72 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// The upstream of a Service port spoken to with `protocol`, or with
-    /// what the Service asks for. Its name is `<namespace>/<service>:<port>`,
-    /// with `/<protocol>` appended unless it is plain HTTP, so two Ingresses
-    /// speaking different protocols to one Service get separate upstreams.
+    /// The upstream of a Service port spoken to with the Ingress's protocol,
+    /// or with what the Service asks for. Its name is
+    /// `<namespace>/<service>:<port>`, with `/<protocol>` appended unless it
+    /// is plain HTTP and `/verify=<name>@<ca secret>` when verified, so
+    /// Ingresses speaking to one Service differently get separate upstreams.
+    /// `Err` when verification is asked of a backend that is not TLS.
     fn upstream(
         &mut self,
         namespace: &str,
         service: &str,
         port: &PortRef,
-        protocol: Option<UpstreamProtocol>,
-    ) -> (UpstreamName, Option<Unresolved>) {
+        options: &BackendOptions,
+    ) -> Result<(UpstreamName, Option<Unresolved>), String> {
         let (endpoints, service_protocol, unresolved) =
             match self.endpoints(namespace, service, port) {
                 Ok((endpoints, p)) => (endpoints, p, None),
                 Err(u) => (Vec::new(), UpstreamProtocol::Http, Some(u)),
             };
-        let protocol = protocol.unwrap_or(service_protocol);
-        let name = match protocol {
-            UpstreamProtocol::Http => UpstreamName(format!("{namespace}/{service}:{port}")),
-            p => UpstreamName(format!("{namespace}/{service}:{port}/{}", p.as_str())),
+        let protocol = options.protocol.unwrap_or(service_protocol);
+        let mut name = match protocol {
+            UpstreamProtocol::Http => format!("{namespace}/{service}:{port}"),
+            p => format!("{namespace}/{service}:{port}/{}", p.as_str()),
         };
+        let verify = match &options.verify {
+            None => None,
+            Some(_) if !protocol.is_tls() => {
+                return Err(format!(
+                    "{} asks to verify the certificate of service {namespace}/{service}, which is spoken to over {}; set backend-protocol to https or h2",
+                    crate::annotations::WEIR_BACKEND_CA_SECRET,
+                    protocol.as_str()
+                ));
+            }
+            Some((ca, server_name)) => {
+                let server_name = server_name
+                    .clone()
+                    .unwrap_or_else(|| format!("{service}.{namespace}.svc"));
+                name.push_str(&format!("/verify={server_name}@{}", ca.source));
+                Some(Arc::new(UpstreamTls {
+                    ca_source: ca.source.clone(),
+                    ca_fingerprint: ca.fingerprint.clone(),
+                    server_name,
+                    roots: ca.roots.clone(),
+                }))
+            }
+        };
+        let name = UpstreamName(name);
         self.upstreams.entry(name.clone()).or_insert(Upstream {
             endpoints,
             protocol,
+            verify,
         });
-        (name, unresolved)
+        Ok((name, unresolved))
+    }
+
+    /// The CA certificates in `ca.crt` of the Secret `namespace/name`.
+    pub(crate) fn load_ca(&mut self, namespace: &str, name: &str) -> Result<Arc<CaRoots>, String> {
+        let key = ObjectKey::new(namespace, name);
+        if let Some(done) = self.cas.get(&key) {
+            return done.clone();
+        }
+        let outcome = match self.inputs.secrets.get(&key) {
+            None => Err(format!("Secret {namespace}/{name} not found")),
+            Some(secret) => parse_ca(secret, &format!("{namespace}/{name}")).map(Arc::new),
+        };
+        self.cas.insert(key, outcome.clone());
+        outcome
     }
 
     /// Ready endpoints of a Service port, and the protocol the Service asks
@@ -312,6 +394,48 @@ impl<'a> Resolver<'a> {
         self.upstreams.retain(|name, _| used.contains(name));
         self.upstreams
     }
+}
+
+/// Reads `ca.crt` (from `data`, or `stringData` in a manifest file): PEM
+/// certificates that must each be usable as a trust anchor.
+fn parse_ca(secret: &k8s_openapi::api::core::v1::Secret, source: &str) -> Result<CaRoots, String> {
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| format!("Secret {source} has no ca.crt"))?;
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("Secret {source}: ca.crt is not PEM certificates: {e}"))?;
+    if roots.is_empty() {
+        return Err(format!("Secret {source}: ca.crt holds no certificate"));
+    }
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for (i, root) in roots.iter().enumerate() {
+        webpki::anchor_from_trusted_cert(root).map_err(|e| {
+            format!("Secret {source}: certificate {i} of ca.crt is not a usable CA: {e}")
+        })?;
+        digest.update(root.as_ref());
+    }
+    let fingerprint = digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(CaRoots {
+        source: source.to_owned(),
+        fingerprint,
+        roots,
+    })
 }
 
 /// Whether an endpoint takes traffic. A nil `ready` means ready: the API

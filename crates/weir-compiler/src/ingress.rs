@@ -130,6 +130,30 @@ impl Builder {
             );
             return;
         }
+        let mut backend_options = crate::backend::BackendOptions {
+            protocol: settings.backend_protocol,
+            verify: None,
+        };
+        if let Some(secret) = &settings.backend_ca_secret {
+            match backends.load_ca(namespace, secret) {
+                Ok(ca) => {
+                    backend_options.verify = Some((ca, settings.backend_server_name.clone()));
+                }
+                Err(why) => {
+                    // Fail closed: proxying without the verification the
+                    // author asked for would trust any certificate.
+                    report.error(
+                        Some(format!(
+                            "metadata.annotations[{:?}]",
+                            crate::annotations::WEIR_BACKEND_CA_SECRET
+                        )),
+                        "InvalidBackendCA",
+                        why,
+                    );
+                    return;
+                }
+            }
+        }
         // A bad Secret is reported here and costs only HTTPS for its hosts:
         // the routes are still served.
         certificates.add_ingress(namespace, spec, &mut report);
@@ -167,7 +191,7 @@ impl Builder {
                     namespace,
                     &path.backend,
                     &format!("{field}.backend"),
-                    settings.backend_protocol,
+                    &backend_options,
                     &mut report,
                 ) else {
                     continue;
@@ -213,7 +237,7 @@ impl Builder {
                 namespace,
                 default,
                 "spec.defaultBackend",
-                settings.backend_protocol,
+                &backend_options,
                 &mut report,
             )
         {

@@ -39,7 +39,9 @@ use serde::Serialize;
 use weir_crd::GatewayPolicy;
 use weir_snapshot::Snapshot;
 
-pub use annotations::{DEFAULT_CLASS, LEGACY_CLASS, WEIR_REQUEST_TIMEOUT, WEIR_UPSTREAM};
+pub use annotations::{
+    DEFAULT_CLASS, LEGACY_CLASS, WEIR_BACKEND_CA_SECRET, WEIR_REQUEST_TIMEOUT, WEIR_UPSTREAM,
+};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
 pub use duration::parse_duration_ms;
 pub use policy::{API_KEY_FORMAT, PolicyOutcome, SHA256_HEX, hash_consumer_secret};

@@ -55,7 +55,8 @@ impl Drop for SecretWatches {
     }
 }
 
-/// The TLS Secrets (namespace, name) the Ingresses' `spec.tls` name, and
+/// The TLS Secrets (namespace, name) the Ingresses name (`spec.tls`, and
+/// the `weir.dev/backend-ca-secret` that verifies their TLS backends), and
 /// `--default-ssl-certificate`.
 pub(crate) fn tls_secrets<'a>(
     ingresses: impl Iterator<Item = &'a Ingress>,
@@ -68,6 +69,17 @@ pub(crate) fn tls_secrets<'a>(
             if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
                 out.push((ns.to_owned(), name.to_owned()));
             }
+        }
+        // The CA that verifies the Ingress's TLS backends.
+        if let Some(name) = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(weir_compiler::WEIR_BACKEND_CA_SECRET))
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+        {
+            out.push((ns.to_owned(), name.to_owned()));
         }
     }
     out
@@ -183,5 +195,35 @@ impl SecretWatches {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingress(json: serde_json::Value) -> Ingress {
+        serde_json::from_value(json).expect("ingress")
+    }
+
+    #[test]
+    fn tls_secrets_are_the_certificates_and_backend_cas_ingresses_name() {
+        let a = ingress(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "shop",
+                         "annotations": {"weir.dev/backend-ca-secret": " shop-ca "}},
+            "spec": {"tls": [{"secretName": "shop-tls"}, {"secretName": ""}]},
+        }));
+        let b = ingress(
+            serde_json::json!({"metadata": {"name": "b", "namespace": "other"}, "spec": {}}),
+        );
+        let default = ("weir".to_owned(), "fallback".to_owned());
+        let got = tls_secrets([&a, &b].into_iter(), Some(&default));
+        let want = [
+            ("weir", "fallback"),
+            ("shop", "shop-tls"),
+            ("shop", "shop-ca"),
+        ]
+        .map(|(n, s)| (n.to_owned(), s.to_owned()));
+        assert_eq!(got, want);
     }
 }

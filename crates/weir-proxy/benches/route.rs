@@ -58,6 +58,7 @@ fn snapshot(hosts: usize, paths_per_host: usize) -> Snapshot {
             Upstream {
                 endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
                 protocol: Default::default(),
+                verify: None,
             },
         )]
         .into(),

@@ -20,11 +20,13 @@
 //!   endpoint, opened by the first request; requests arriving meanwhile wait
 //!   for it instead of opening their own. A connection that went away
 //!   (GOAWAY, reset) is replaced on the next request.
-//! - **TLS toward upstreams** encrypts; it does not authenticate: the
-//!   upstream's certificate is not verified (in-cluster services mostly use
-//!   self-signed certificates, and ingress-nginx's `backend-protocol: HTTPS`
-//!   does not verify either). The handshake's signatures are checked, and no
-//!   SNI is sent (endpoints are pod IPs).
+//! - **TLS toward upstreams**: with a CA (`weir.dev/backend-ca-secret`) the
+//!   certificate is verified for the upstream's server name, which is also
+//!   sent as SNI. Without one the connection is encrypted but not
+//!   authenticated, as ingress-nginx's `backend-protocol: HTTPS` is
+//!   (in-cluster services mostly use self-signed certificates): the
+//!   handshake's signatures are checked, the certificate is not, and no SNI
+//!   is sent (endpoints are pod IPs).
 //!
 //! Pools are found by address and protocol in a registry of weak
 //! references, so a snapshot swap that keeps an endpoint keeps its warm
@@ -50,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
-use weir_snapshot::UpstreamProtocol;
+use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
 /// come back. The stack never grows beyond the peak concurrency anyway.
@@ -65,9 +67,13 @@ pub(crate) enum SendError {
     /// TCP, TLS and protocol handshakes took longer than the connect timeout.
     #[error("connecting timed out")]
     ConnectTimeout,
-    /// The TLS handshake failed.
+    /// The TLS handshake failed (including a certificate that does not
+    /// verify).
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
+    /// The verification settings could not be turned into a TLS client.
+    #[error("TLS client configuration: {0}")]
+    TlsConfig(String),
     /// The HTTP/1.1 or HTTP/2 connection could not be set up (an HTTP/2
     /// upstream that is not one fails here).
     #[error("HTTP handshake: {0}")]
@@ -100,7 +106,23 @@ struct Connector {
     tls_h2: TlsConnector,
 }
 
-type Registry = Mutex<HashMap<(SocketAddr, UpstreamProtocol), Weak<EndpointPool>>>;
+/// A pool's identity: endpoint, protocol, and for verified TLS the CA
+/// fingerprint and server name.
+type PoolKey = (SocketAddr, UpstreamProtocol, Option<(String, String)>);
+
+type Registry = Mutex<HashMap<PoolKey, Weak<EndpointPool>>>;
+
+/// How bytes reach the endpoint.
+enum Transport {
+    Plain,
+    Tls {
+        connector: TlsConnector,
+        name: ServerName<'static>,
+    },
+    /// A verified upstream whose TLS client could not be built: every
+    /// connection fails rather than going out unverified.
+    Unusable(String),
+}
 
 /// Every endpoint's pool, found by address and protocol. One per
 /// [`crate::Proxy`]; route tables take their endpoints' pools from it.
@@ -144,27 +166,66 @@ impl Pools {
         }
     }
 
-    /// The pool of `addr` spoken to in `protocol`: the existing one when a
-    /// snapshot still uses it, else a new, empty one.
+    /// The pool of `addr` spoken to in `protocol` (verified with `verify`):
+    /// the existing one when a snapshot still uses it, else a new, empty one.
     pub(crate) fn endpoint(
         &self,
         addr: SocketAddr,
         protocol: UpstreamProtocol,
+        verify: Option<&Arc<UpstreamTls>>,
     ) -> Arc<EndpointPool> {
+        let key = (
+            addr,
+            protocol,
+            verify.map(|v| (v.ca_fingerprint.clone(), v.server_name.clone())),
+        );
         let mut registry = lock(&self.registry);
-        if let Some(pool) = registry.get(&(addr, protocol)).and_then(Weak::upgrade) {
+        if let Some(pool) = registry.get(&key).and_then(Weak::upgrade) {
             return pool;
         }
+        let transport = self.transport(addr, protocol, verify);
         let pool = Arc::new(EndpointPool {
             addr,
             protocol,
+            transport,
             connector: self.connector.clone(),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
         });
-        registry.insert((addr, protocol), Arc::downgrade(&pool));
+        registry.insert(key, Arc::downgrade(&pool));
         pool
+    }
+
+    fn transport(
+        &self,
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        verify: Option<&Arc<UpstreamTls>>,
+    ) -> Transport {
+        if !protocol.is_tls() {
+            return Transport::Plain;
+        }
+        let alpn: &[u8] = if protocol.is_h2() { b"h2" } else { b"http/1.1" };
+        let Some(verify) = verify else {
+            let connector = if protocol.is_h2() {
+                &self.connector.tls_h2
+            } else {
+                &self.connector.tls_http1
+            };
+            // An IP address as the server name: rustls sends no SNI for it.
+            return Transport::Tls {
+                connector: connector.clone(),
+                name: ServerName::IpAddress(addr.ip().into()),
+            };
+        };
+        match verified_connector(verify, alpn) {
+            Ok((connector, name)) => Transport::Tls { connector, name },
+            Err(why) => {
+                tracing::error!(%addr, ca = %verify.ca_source, error = %why, "Cannot verify this upstream; its requests fail.");
+                Transport::Unusable(why)
+            }
+        }
     }
 
     /// Forgets endpoints no snapshot uses any more (their connections
@@ -209,6 +270,7 @@ struct Idle {
 pub(crate) struct EndpointPool {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
+    transport: Transport,
     connector: Arc<Connector>,
     /// HTTP/1.1 connections ready for a request, most recently used last.
     idle: Mutex<Vec<Idle>>,
@@ -347,11 +409,16 @@ impl EndpointPool {
     async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, SendError> {
         let connect = async {
             let tcp = self.tcp().await?;
-            if self.protocol.is_tls() {
-                let tls = self.tls(tcp, &self.connector.tls_http1).await?;
-                handshake_h1(tls).await
-            } else {
-                handshake_h1(tcp).await
+            match &self.transport {
+                Transport::Plain => handshake_h1(tcp).await,
+                Transport::Tls { connector, name } => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(SendError::Tls)?;
+                    handshake_h1(tls).await
+                }
+                Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
             }
         };
         tokio::time::timeout(self.connector.connect_timeout, connect)
@@ -362,11 +429,16 @@ impl EndpointPool {
     async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, SendError> {
         let connect = async {
             let tcp = self.tcp().await?;
-            if self.protocol.is_tls() {
-                let tls = self.tls(tcp, &self.connector.tls_h2).await?;
-                handshake_h2(tls).await
-            } else {
-                handshake_h2(tcp).await
+            match &self.transport {
+                Transport::Plain => handshake_h2(tcp).await,
+                Transport::Tls { connector, name } => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(SendError::Tls)?;
+                    handshake_h2(tls).await
+                }
+                Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
             }
         };
         tokio::time::timeout(self.connector.connect_timeout, connect)
@@ -382,16 +454,6 @@ impl EndpointPool {
         // them only adds latency.
         tcp.set_nodelay(true).map_err(SendError::Connect)?;
         Ok(tcp)
-    }
-
-    async fn tls(
-        &self,
-        tcp: TcpStream,
-        connector: &TlsConnector,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SendError> {
-        // An IP address as the server name: rustls sends no SNI for it.
-        let name = ServerName::IpAddress(self.addr.ip().into());
-        connector.connect(name, tcp).await.map_err(SendError::Tls)
     }
 }
 
@@ -504,6 +566,27 @@ fn tls_connector(provider: &Arc<CryptoProvider>, alpn: &[u8]) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// A TLS client that verifies the upstream's certificate against the CA
+/// certificates of `verify`, for its server name (sent as SNI).
+fn verified_connector(
+    verify: &UpstreamTls,
+    alpn: &[u8],
+) -> Result<(TlsConnector, ServerName<'static>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for root in &verify.roots {
+        roots.add(root.clone()).map_err(|e| e.to_string())?;
+    }
+    let name = ServerName::try_from(verify.server_name.clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok((TlsConnector::from(Arc::new(config)), name))
+}
+
 /// Accepts any upstream certificate, but checks the handshake signatures
 /// made with it (see the module documentation for why).
 #[derive(Debug)]
@@ -562,10 +645,10 @@ mod tests {
     async fn pools_are_shared_by_address_and_protocol_while_used() {
         let pools = Pools::new(Duration::from_secs(1), Duration::from_secs(60));
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        let a = pools.endpoint(addr, UpstreamProtocol::Http);
-        let b = pools.endpoint(addr, UpstreamProtocol::Http);
+        let a = pools.endpoint(addr, UpstreamProtocol::Http, None);
+        let b = pools.endpoint(addr, UpstreamProtocol::Http, None);
         assert!(Arc::ptr_eq(&a, &b), "one pool per endpoint");
-        let c = pools.endpoint(addr, UpstreamProtocol::H2c);
+        let c = pools.endpoint(addr, UpstreamProtocol::H2c, None);
         assert!(!Arc::ptr_eq(&a, &c), "one pool per protocol");
         drop((a, b, c));
         pools.forget_unused();
@@ -584,7 +667,7 @@ mod tests {
             UpstreamProtocol::H2c,
             UpstreamProtocol::H2,
         ] {
-            let pool = pools.endpoint(addr, protocol);
+            let pool = pools.endpoint(addr, protocol, None);
             let err = if protocol.is_h2() {
                 pool.connect_h2().await.err()
             } else {

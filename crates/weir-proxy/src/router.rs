@@ -169,7 +169,7 @@ impl RouteTable {
                         Some(Endpoint {
                             addr: *addr,
                             authority,
-                            pool: pools.endpoint(*addr, u.protocol),
+                            pool: pools.endpoint(*addr, u.protocol, u.verify.as_ref()),
                         })
                     })
                     .collect();
@@ -348,6 +348,7 @@ mod tests {
                 SnapUpstream {
                     endpoints: vec!["127.0.0.1:1".parse().unwrap()],
                     protocol: Default::default(),
+                    verify: None,
                 },
             )]
             .into(),

@@ -204,6 +204,10 @@ pub struct Upstream {
     /// `appProtocol`). Absent from dumps when it is plain HTTP/1.1.
     #[serde(default, skip_serializing_if = "UpstreamProtocol::is_http")]
     pub protocol: UpstreamProtocol,
+    /// Verify the upstream's certificate (TLS protocols only), from
+    /// `weir.dev/backend-ca-secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<std::sync::Arc<UpstreamTls>>,
 }
 
 /// The protocol weir speaks to an upstream. gRPC services need HTTP/2 (`H2c`

@@ -38,3 +38,40 @@ impl Serialize for Certificate {
         st.end()
     }
 }
+
+/// How weir verifies an upstream's TLS certificate: against the CA
+/// certificates of a Secret, for a DNS name that is also sent as SNI.
+/// Without it a TLS upstream is encrypted but not authenticated.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// `namespace/secret` holding `ca.crt`.
+    pub ca_source: String,
+    /// SHA-256 of the CA certificates, hex: pools are kept per trust
+    /// configuration, and dumps never print certificates.
+    pub ca_fingerprint: String,
+    /// The name the upstream's certificate must be valid for.
+    pub server_name: String,
+    /// Trust anchors.
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_source == other.ca_source
+            && self.ca_fingerprint == other.ca_fingerprint
+            && self.server_name == other.server_name
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl Serialize for UpstreamTls {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("UpstreamTls", 3)?;
+        st.serialize_field("caSource", &self.ca_source)?;
+        st.serialize_field("caFingerprint", &self.ca_fingerprint)?;
+        st.serialize_field("serverName", &self.server_name)?;
+        st.end()
+    }
+}
