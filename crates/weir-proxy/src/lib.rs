@@ -423,7 +423,10 @@ impl Proxy {
             RoutePolicy::Open => {}
             RoutePolicy::Enforce(enforcer) => {
                 let mut target_uri = Uri::from(path_and_query);
-                let caller = match enforcer.enforce(req.headers_mut(), &mut target_uri).await {
+                // Policy futures are boxed so that routes without a policy do
+                // not carry (and move) their size in every request's future.
+                let enforced = Box::pin(enforcer.enforce(req.headers_mut(), &mut target_uri)).await;
+                let caller = match enforced {
                     Ok(caller) => {
                         if self.access_log.enabled() {
                             facts.user = match &caller {
@@ -454,9 +457,14 @@ impl Proxy {
                         peer: conn.peer.ip(),
                         trusted: &self.config.trusted_proxies,
                     };
-                    let verdict = limits
-                        .check(&self.limiter, req.headers(), client, &caller, &target.name)
-                        .await;
+                    let verdict = Box::pin(limits.check(
+                        &self.limiter,
+                        req.headers(),
+                        client,
+                        &caller,
+                        &target.name,
+                    ))
+                    .await;
                     match verdict {
                         limits::Verdict::Admit(h) => {
                             facts.ratelimit = Some("allowed");

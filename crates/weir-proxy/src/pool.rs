@@ -307,7 +307,10 @@ impl EndpointPool {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (self.connect_h1().await?, false),
+                // Boxed: connecting (TCP, TLS, handshake) is a large future
+                // needed once per connection; inline it would be carried and
+                // moved with every request's future.
+                None => (Box::pin(self.connect_h1()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -388,7 +391,7 @@ impl EndpointPool {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
-        let sender = self.connect_h2().await?;
+        let sender = Box::pin(self.connect_h2()).await?;
         *lock(&self.h2) = Some(sender.clone());
         Ok((sender, true))
     }
