@@ -9,3 +9,8 @@ wrk_summary() {
 median() {
   printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'
 }
+
+# ratio A B: A / B to three decimals (same-run throughput ratios)
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'
+}

@@ -144,7 +144,7 @@ for round in $(seq "$rounds"); do
     rps[$host]=$r
     [ "$host" = policy.test ] && policy_requests=$((policy_requests + n))
   done
-  ratio=$(awk -v a="${rps[policy.test]}" -v b="${rps[plain.test]}" 'BEGIN {printf "%.3f", a / b}')
+  ratio=$(ratio "${rps[policy.test]}" "${rps[plain.test]}")
   ratios+=("$ratio")
   echo "round $round: plain ${rps[plain.test]} req/s, $mode ${rps[policy.test]} req/s, ratio $ratio"
 done

@@ -108,7 +108,7 @@ for round in $(seq "$rounds"); do
     [ "$bad" = 0 ] || { echo "$name: $bad non-2xx answers under load" >&2; exit 1; }
     rps[$name]=$r
   done
-  ratio=$(awk -v a="${rps[weir]}" -v b="${rps[nginx]}" 'BEGIN {printf "%.3f", a / b}')
+  ratio=$(ratio "${rps[weir]}" "${rps[nginx]}")
   ratios+=("$ratio")
   echo "round $round: nginx ${rps[nginx]} req/s, weir ${rps[weir]} req/s, ratio $ratio"
 done

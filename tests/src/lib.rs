@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod jwt;
+pub mod pki;
 pub mod redis;
 pub mod upstream;
 pub mod weir;
@@ -136,10 +137,21 @@ spec:
 
 /// A Service with static endpoints.
 pub fn service_yaml(service: &str, upstream: &str) -> String {
+    service_yaml_with(service, upstream, "")
+}
+
+/// [`service_yaml`] with more annotations (flow-style map entries, e.g.
+/// `weir.dev/backend-protocol: h2c`).
+pub fn service_yaml_with(service: &str, upstream: &str, annotations: &str) -> String {
+    let more = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!(", {annotations}")
+    };
     format!(
         "apiVersion: v1
 kind: Service
-metadata: {{name: {service}, annotations: {{weir.dev/upstream: \"{upstream}\"}}}}
+metadata: {{name: {service}, annotations: {{weir.dev/upstream: \"{upstream}\"{more}}}}}
 spec: {{ports: [{{port: 80}}]}}
 "
     )

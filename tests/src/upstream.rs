@@ -46,22 +46,16 @@ impl Upstream {
         Self::serve(name, listener)
     }
 
-    /// Starts an upstream that speaks TLS (a self-signed certificate for
-    /// `localhost`, ALPN `h2` and `http/1.1`), then HTTP/1.1 or HTTP/2 as
-    /// negotiated.
+    /// Starts an upstream that speaks TLS (a certificate for `localhost`
+    /// from a CA nobody trusts, ALPN `h2` and `http/1.1`), then HTTP/1.1 or
+    /// HTTP/2 as negotiated.
     pub async fn start_tls(name: &str) -> Upstream {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("self-signed certificate");
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-        Self::start_tls_with(name, vec![cert.cert.der().clone()], key).await
+        let leaf = crate::pki::Ca::new("upstream CA").leaf(&["localhost"]);
+        Self::start_tls_with(name, &leaf).await
     }
 
-    /// Starts a TLS upstream presenting `chain` (leaf first) and `key`.
-    pub async fn start_tls_with(
-        name: &str,
-        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-        key: rustls::pki_types::PrivateKeyDer<'static>,
-    ) -> Upstream {
+    /// Starts a TLS upstream presenting `leaf`.
+    pub async fn start_tls_with(name: &str, leaf: &crate::pki::Leaf) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -71,7 +65,7 @@ impl Upstream {
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert(vec![leaf.der.clone()], leaf.key())
         .expect("server certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::serve_on(

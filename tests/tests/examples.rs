@@ -85,24 +85,25 @@ async fn jwt_example(client: &Http1, http: SocketAddr) {
         .lines()
         .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("TOKEN="))
         .expect("orders.yaml prints a demo token");
-    let bearer = |t: &str| format!("Bearer {t}");
-    let host = "orders.example.com";
+    // GET `path` on the orders host, with `token` as a bearer token.
+    let call = async |path: &str, token: Option<&str>| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        get(client, http, "orders.example.com", path, &headers)
+            .await
+            .unwrap()
+    };
 
-    let r = get(client, http, host, "/orders", &[]).await.unwrap();
+    let r = call("/orders", None).await;
     assert_eq!(
         (r.status.as_u16(), r.error_code()),
         (401, "missing_credentials".into())
     );
 
-    let r = get(
-        client,
-        http,
-        host,
-        "/orders",
-        &[("authorization", &bearer(demo))],
-    )
-    .await
-    .unwrap();
+    let r = call("/orders", Some(demo)).await;
     assert_eq!(
         r.status,
         200,
@@ -112,22 +113,12 @@ async fn jwt_example(client: &Http1, http: SocketAddr) {
     assert_eq!(r.json()["headers"]["x-user-id"], "demo-user");
     assert_eq!(r.json()["headers"]["x-roles"], "reader");
     assert!(
-        r.headers
-            .get("ratelimit")
-            .and_then(|v| v.to_str().ok())
+        r.header("ratelimit")
             .is_some_and(|v| v.starts_with("\"per-user\";r=99;")),
         "the per-user limit reports itself: {:?}",
-        r.headers.get("ratelimit")
+        r.header("ratelimit")
     );
-    let r = get(
-        client,
-        http,
-        host,
-        "/admin",
-        &[("authorization", &bearer(demo))],
-    )
-    .await
-    .unwrap();
+    let r = call("/admin", Some(demo)).await;
     assert_eq!(
         (r.status.as_u16(), r.error_code()),
         (403, "forbidden".into())
@@ -146,15 +137,7 @@ async fn jwt_example(client: &Http1, http: SocketAddr) {
         )
     };
     let admin = mint("orders-api", &["admin", "reader"]);
-    let r = get(
-        client,
-        http,
-        host,
-        "/admin/users",
-        &[("authorization", &bearer(&admin))],
-    )
-    .await
-    .unwrap();
+    let r = call("/admin/users", Some(&admin)).await;
     assert_eq!(
         r.status,
         200,
@@ -164,15 +147,7 @@ async fn jwt_example(client: &Http1, http: SocketAddr) {
     assert_eq!(r.json()["headers"]["x-user-id"], "alice");
     assert_eq!(r.json()["headers"]["x-roles"], "admin,reader");
     let elsewhere = mint("billing-api", &["admin"]);
-    let r = get(
-        client,
-        http,
-        host,
-        "/orders",
-        &[("authorization", &bearer(&elsewhere))],
-    )
-    .await
-    .unwrap();
+    let r = call("/orders", Some(&elsewhere)).await;
     assert_eq!(
         (r.status.as_u16(), r.error_code()),
         (401, "invalid_token".into())

@@ -20,63 +20,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use weir_tests::client::http1;
+use weir_tests::pki::{Ca, Leaf, tls_secret_yaml as secret_yaml};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{TempDir, eventually, service_yaml};
-
-/// A test certificate authority.
-struct Ca {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-/// A leaf certificate: PEM for the Secret, DER to recognise it.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "weir test CA");
-        let cert = params.self_signed(&key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(params, key);
-        Ca { cert, issuer }
-    }
-
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let params = rcgen::CertificateParams::new(names).expect("params");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.der().clone()).expect("add root");
-        roots
-    }
-}
-
-fn secret_yaml(name: &str, crt: &str, key: &str) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(crt),
-        indent(key)
-    )
-}
 
 /// An Ingress routing `hosts` to Service `app`, with a TLS section for
 /// `tls_hosts` from `secret` (none when `secret` is empty).
@@ -221,7 +168,7 @@ fn setup(tag: &str, up: Upstream) -> Setup {
     let dir = TempDir::new(tag);
     dir.write("app.yaml", &service_yaml("app", &up.addr.to_string()));
     Setup {
-        ca: Ca::new(),
+        ca: Ca::new("weir test CA"),
         dir,
         _up: up,
     }
@@ -577,7 +524,7 @@ async fn certificates_from_the_api_server_rotate_with_the_secret() {
     let kube = server.client().expect("client");
     let up = Upstream::start("app").await;
     weir_tests::cluster::backend(&kube, &up).await;
-    let ca = Ca::new();
+    let ca = Ca::new("weir test CA");
     let first = ca.leaf(&["api.test"]);
     let second = ca.leaf(&["api.test"]);
     let secret = |leaf: &Leaf| -> Secret {

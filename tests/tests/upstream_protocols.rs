@@ -15,18 +15,36 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use weir_tests::client::{get, h2c, http1};
+use weir_tests::pki::Ca;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, ingress_yaml, route_yaml};
+use weir_tests::{TempDir, ingress_yaml, route_yaml, service_yaml, service_yaml_with};
 
-/// A Service with a static endpoint and extra annotations (flow-style).
-fn service(name: &str, upstream: SocketAddr, annotations: &str) -> String {
+/// An Ingress `name` routing host `<name>.test` to Service `service`, with
+/// `annotations` (flow-style map entries).
+fn ingress(name: &str, annotations: &str, service: &str) -> String {
+    ingress_yaml(
+        name,
+        annotations,
+        &format!("{name}.test"),
+        "/",
+        "Prefix",
+        service,
+    )
+}
+
+/// [`ingress`] plus its Service, whose endpoint is `upstream`.
+fn route(
+    name: &str,
+    annotations: &str,
+    service: &str,
+    upstream: SocketAddr,
+    service_annotations: &str,
+) -> String {
     format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, annotations: {{weir.dev/upstream: \"{upstream}\"{annotations}}}}}
-spec: {{ports: [{{port: 80}}]}}
-"
+        "{}---\n{}",
+        ingress(name, annotations, service),
+        service_yaml_with(service, &upstream.to_string(), service_annotations)
     )
 }
 
@@ -95,17 +113,12 @@ async fn h2c_backend_multiplexes_on_one_upstream_connection() {
     let dir = TempDir::new("h2c-backend");
     dir.write(
         "grpc.yaml",
-        &format!(
-            "{}---\n{}",
-            ingress_yaml(
-                "grpc",
-                "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
-                "grpc.test",
-                "/",
-                "Prefix",
-                "api"
-            ),
-            service("api", up.addr, "")
+        &route(
+            "grpc",
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+            "api",
+            up.addr,
+            "",
         ),
     );
     let weir = Weir::serve(&dir.0, &[]).await;
@@ -190,7 +203,7 @@ async fn grpc_server() -> (SocketAddr, Arc<AtomicUsize>) {
                         trailers.insert("grpc-message", HeaderValue::from_static("ok"));
                     }
                     frames.push(Ok(Frame::trailers(trailers)));
-                    let stream = tokio_stream_iter(frames);
+                    let stream = frames_stream(frames);
                     let resp = Response::builder()
                         .header("content-type", "application/grpc")
                         .header("x-seen-authority", authority.unwrap_or_default())
@@ -209,7 +222,7 @@ async fn grpc_server() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// Frames as a stream, without pulling in a stream utility crate.
-fn tokio_stream_iter<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T> {
+fn frames_stream<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T> {
     struct Iter<T>(std::collections::VecDeque<T>);
     impl<T: Unpin> futures_core::Stream for Iter<T> {
         type Item = T;
@@ -229,11 +242,13 @@ async fn grpc_unary_call_through_weir_keeps_trailers() {
     let dir = TempDir::new("grpc");
     dir.write(
         "grpc.yaml",
-        &format!(
-            "{}---\n{}",
-            ingress_yaml("greeter", "", "greeter.test", "/", "Prefix", "greeter"),
-            // The Service says it speaks h2c; the Ingress says nothing.
-            service("greeter", grpc, ", weir.dev/backend-protocol: h2c")
+        // The Service says it speaks h2c; the Ingress says nothing.
+        &route(
+            "greeter",
+            "",
+            "greeter",
+            grpc,
+            "weir.dev/backend-protocol: h2c",
         ),
     );
     let weir = Weir::serve(&dir.0, &[]).await;
@@ -275,41 +290,33 @@ async fn tls_backends_speak_https_and_h2() {
     let dir = TempDir::new("tls-backends");
     dir.write(
         "https.yaml",
-        &format!(
-            "{}---\n{}",
-            ingress_yaml("https", "", "https.test", "/", "Prefix", "secure"),
-            service("secure", up.addr, ", weir.dev/backend-protocol: https")
+        &route(
+            "https",
+            "",
+            "secure",
+            up.addr,
+            "weir.dev/backend-protocol: https",
         ),
     );
     dir.write(
         "h2.yaml",
-        &format!(
-            "{}---\n{}",
-            ingress_yaml(
-                "h2",
-                "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
-                "h2.test",
-                "/",
-                "Prefix",
-                "secure-h2"
-            ),
-            service("secure-h2", up.addr, "")
+        &route(
+            "h2",
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+            "secure-h2",
+            up.addr,
+            "",
         ),
     );
     // A plain-HTTP upstream declared as HTTPS: the handshake fails.
     dir.write(
         "wrong.yaml",
-        &format!(
-            "{}---\n{}",
-            ingress_yaml(
-                "wrong",
-                "weir.dev/backend-protocol: https",
-                "wrong.test",
-                "/",
-                "Prefix",
-                "plain"
-            ),
-            service("plain", plain.addr, "")
+        &route(
+            "wrong",
+            "weir.dev/backend-protocol: https",
+            "plain",
+            plain.addr,
+            "",
         ),
     );
     let weir = Weir::serve(&dir.0, &[]).await;
@@ -343,81 +350,26 @@ async fn tls_backends_speak_https_and_h2() {
     );
 }
 
-/// A CA from rcgen: its PEM for a Secret, and leaves it signs.
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for `names`: its DER chain and key.
-    fn leaf(
-        &self,
-        names: &[&str],
-    ) -> (
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ) {
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = rcgen::CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &self.issuer)
-            .expect("leaf");
-        (
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-    }
-
-    fn secret(&self, name: &str) -> String {
-        let indented: String = self.pem.lines().map(|l| format!("    {l}\n")).collect();
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n  ca.crt: |\n{indented}"
-        )
-    }
-}
-
 #[tokio::test]
 async fn verified_tls_backends_check_the_certificate_and_its_name() {
     let ca = Ca::new("backend CA");
     let other = Ca::new("someone else");
-    let (chain, key) = ca.leaf(&["secure.default.svc"]);
-    let up = Upstream::start_tls_with("verified", chain, key).await;
+    let leaf = ca.leaf(&["secure.default.svc"]);
+    let up = Upstream::start_tls_with("verified", &leaf).await;
     let dir = TempDir::new("verified-backends");
     dir.write(
         "cas.yaml",
         &format!(
             "{}---\n{}",
-            ca.secret("backend-ca"),
-            other.secret("other-ca")
+            ca.ca_secret_yaml("backend-ca"),
+            other.ca_secret_yaml("other-ca")
         ),
     );
-    dir.write("service.yaml", &service("secure", up.addr, ""));
-    let ingress = |name: &str, annotations: &str| {
-        ingress_yaml(
-            name,
-            annotations,
-            &format!("{name}.test"),
-            "/",
-            "Prefix",
-            "secure",
-        )
-    };
+    dir.write(
+        "service.yaml",
+        &service_yaml("secure", &up.addr.to_string()),
+    );
+    let ingress = |name: &str, annotations: &str| ingress(name, annotations, "secure");
     dir.write(
         "ingresses.yaml",
         &[

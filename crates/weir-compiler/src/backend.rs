@@ -399,18 +399,7 @@ impl<'a> Resolver<'a> {
 /// Reads `ca.crt` (from `data`, or `stringData` in a manifest file): PEM
 /// certificates that must each be usable as a trust anchor.
 fn parse_ca(secret: &k8s_openapi::api::core::v1::Secret, source: &str) -> Result<CaRoots, String> {
-    let pem = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ca.crt"))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get("ca.crt"))
-                .map(|s| s.clone().into_bytes())
-        })
+    let pem = crate::secret::value(secret, "ca.crt")
         .ok_or_else(|| format!("Secret {source} has no ca.crt"))?;
     let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -418,19 +407,12 @@ fn parse_ca(secret: &k8s_openapi::api::core::v1::Secret, source: &str) -> Result
     if roots.is_empty() {
         return Err(format!("Secret {source}: ca.crt holds no certificate"));
     }
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for (i, root) in roots.iter().enumerate() {
         webpki::anchor_from_trusted_cert(root).map_err(|e| {
             format!("Secret {source}: certificate {i} of ca.crt is not a usable CA: {e}")
         })?;
-        digest.update(root.as_ref());
     }
-    let fingerprint = digest
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint = crate::secret::fingerprint(roots.iter().map(|r| r.as_ref()));
     Ok(CaRoots {
         source: source.to_owned(),
         fingerprint,

@@ -26,6 +26,7 @@ mod duration;
 mod ingress;
 pub mod manifest;
 mod policy;
+mod secret;
 mod tls;
 mod validate;
 

@@ -198,21 +198,7 @@ fn parse_secret(
     {
         return Err(format!("type is {t:?}, not {TLS_SECRET_TYPE}"));
     }
-    let field = |k: &str| -> Result<Vec<u8>, String> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|s| s.clone().into_bytes())
-            })
-            .ok_or_else(|| format!("no {k}"))
-    };
+    let field = |k: &str| crate::secret::value(secret, k).ok_or_else(|| format!("no {k}"));
     let crt = field("tls.crt")?;
     let key = field("tls.key")?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt)
@@ -234,17 +220,8 @@ fn parse_secret(
             other => format!("tls.key cannot sign: {other}"),
         },
     )?;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for c in &chain {
-        digest.update(c.as_ref());
-    }
-    digest.update(key.secret_der());
-    let fingerprint = digest
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint =
+        crate::secret::fingerprint(chain.iter().map(|c| c.as_ref()).chain([key.secret_der()]));
     Ok(Certificate {
         source: source.to_owned(),
         fingerprint,

@@ -566,8 +566,7 @@ impl Proxy {
 
         let addr = endpoint.addr;
         facts.upstream = Some(addr);
-        let pool = endpoint.pool.clone();
-        match tokio::time::timeout(target.timeout, pool.send(req)).await {
+        match tokio::time::timeout(target.timeout, endpoint.pool.send(req)).await {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);

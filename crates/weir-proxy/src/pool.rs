@@ -104,6 +104,8 @@ struct Connector {
     tls_http1: TlsConnector,
     /// ALPN `h2`.
     tls_h2: TlsConnector,
+    /// The workspace's one crypto provider, for verified upstreams' clients.
+    provider: Arc<CryptoProvider>,
 }
 
 /// A pool's identity: endpoint, protocol, and for verified TLS the CA
@@ -137,12 +139,13 @@ impl Pools {
     /// `idle_timeout`. Inside a Tokio runtime a task sweeps idle connections
     /// out; it ends when the pools are dropped.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::tls::provider());
         let connector = Arc::new(Connector {
             connect_timeout,
             idle_timeout,
             tls_http1: tls_connector(&provider, b"http/1.1"),
             tls_h2: tls_connector(&provider, b"h2"),
+            provider,
         });
         let registry: Arc<Registry> = Arc::default();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -219,7 +222,7 @@ impl Pools {
                 name: ServerName::IpAddress(addr.ip().into()),
             };
         };
-        match verified_connector(verify, alpn) {
+        match verified_connector(&self.connector.provider, verify, alpn) {
             Ok((connector, name)) => Transport::Tls { connector, name },
             Err(why) => {
                 tracing::error!(%addr, ca = %verify.ca_source, error = %why, "Cannot verify this upstream; its requests fail.");
@@ -310,7 +313,7 @@ impl EndpointPool {
                 // Boxed: connecting (TCP, TLS, handshake) is a large future
                 // needed once per connection; inline it would be carried and
                 // moved with every request's future.
-                None => (Box::pin(self.connect_h1()).await?, false),
+                None => (Box::pin(self.connect::<Http1>()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -322,7 +325,10 @@ impl EndpointPool {
                     // written: nothing reached the upstream, try another.
                     // Each retry pops a connection off the stack, so this
                     // ends at a fresh connection, which is not retried.
-                    Some(unsent) if reused => req = unsent,
+                    Some(unsent) if reused => {
+                        tracing::debug!(addr = %self.addr, error = %e.error(), "Pooled connection closed before the request was written; retrying on another.");
+                        req = unsent;
+                    }
                     _ => return Err(SendError::Http(e.into_error())),
                 },
             }
@@ -391,7 +397,7 @@ impl EndpointPool {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
-        let sender = Box::pin(self.connect_h2()).await?;
+        let sender = Box::pin(self.connect::<Http2>()).await?;
         *lock(&self.h2) = Some(sender.clone());
         Ok((sender, true))
     }
@@ -409,37 +415,19 @@ impl EndpointPool {
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, SendError> {
+    /// A new connection: TCP, TLS when the transport has it, then `H`'s
+    /// HTTP handshake, all within the connect timeout.
+    async fn connect<H: Handshake>(&self) -> Result<H::Sender, SendError> {
         let connect = async {
             let tcp = self.tcp().await?;
             match &self.transport {
-                Transport::Plain => handshake_h1(tcp).await,
+                Transport::Plain => H::handshake(tcp).await,
                 Transport::Tls { connector, name } => {
                     let tls = connector
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(SendError::Tls)?;
-                    handshake_h1(tls).await
-                }
-                Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
-            }
-        };
-        tokio::time::timeout(self.connector.connect_timeout, connect)
-            .await
-            .map_err(|_| SendError::ConnectTimeout)?
-    }
-
-    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, SendError> {
-        let connect = async {
-            let tcp = self.tcp().await?;
-            match &self.transport {
-                Transport::Plain => handshake_h2(tcp).await,
-                Transport::Tls { connector, name } => {
-                    let tls = connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(SendError::Tls)?;
-                    handshake_h2(tls).await
+                    H::handshake(tls).await
                 }
                 Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
             }
@@ -460,41 +448,66 @@ impl EndpointPool {
     }
 }
 
-async fn handshake_h1<T>(io: T) -> Result<http1::SendRequest<Incoming>, SendError>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(SendError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Upstream HTTP/1.1 connection failed.");
-        }
-    });
-    Ok(sender)
+/// An HTTP handshake over an established byte stream, plain or TLS.
+trait Handshake {
+    /// What requests are sent through.
+    type Sender;
+
+    fn handshake(io: impl Io) -> impl Future<Output = Result<Self::Sender, SendError>> + Send;
 }
 
-async fn handshake_h2<T>(io: T) -> Result<http2::SendRequest<Incoming>, SendError>
+/// A byte stream to an upstream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Runs a connection's I/O in its own task until it closes.
+fn drive<C>(conn: C, protocol: &'static str)
 where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    C: Future<Output = hyper::Result<()>> + Send + 'static,
 {
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        // Notice a dead peer on a busy connection instead of waiting for
-        // the route timeout of every request on it.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(SendError::Handshake)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Upstream HTTP/2 connection failed.");
+            tracing::debug!(error = %e, protocol, "Upstream connection failed.");
         }
     });
-    Ok(sender)
+}
+
+/// HTTP/1.1.
+struct Http1;
+
+impl Handshake for Http1 {
+    type Sender = http1::SendRequest<Incoming>;
+
+    async fn handshake(io: impl Io) -> Result<Self::Sender, SendError> {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::Handshake)?;
+        drive(conn, "HTTP/1.1");
+        Ok(sender)
+    }
+}
+
+/// HTTP/2 (prior knowledge on TCP, ALPN `h2` on TLS).
+struct Http2;
+
+impl Handshake for Http2 {
+    type Sender = http2::SendRequest<Incoming>;
+
+    async fn handshake(io: impl Io) -> Result<Self::Sender, SendError> {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Notice a dead peer on a busy connection instead of waiting for
+            // the route timeout of every request on it.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::Handshake)?;
+        drive(conn, "HTTP/2");
+        Ok(sender)
+    }
 }
 
 /// A response body from an upstream. For HTTP/1.1 it carries the
@@ -572,6 +585,7 @@ fn tls_connector(provider: &Arc<CryptoProvider>, alpn: &[u8]) -> TlsConnector {
 /// A TLS client that verifies the upstream's certificate against the CA
 /// certificates of `verify`, for its server name (sent as SNI).
 fn verified_connector(
+    provider: &Arc<CryptoProvider>,
     verify: &UpstreamTls,
     alpn: &[u8],
 ) -> Result<(TlsConnector, ServerName<'static>), String> {
@@ -580,8 +594,7 @@ fn verified_connector(
         roots.add(root.clone()).map_err(|e| e.to_string())?;
     }
     let name = ServerName::try_from(verify.server_name.clone()).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
@@ -672,9 +685,9 @@ mod tests {
         ] {
             let pool = pools.endpoint(addr, protocol, None);
             let err = if protocol.is_h2() {
-                pool.connect_h2().await.err()
+                pool.connect::<Http2>().await.err()
             } else {
-                pool.connect_h1().await.err()
+                pool.connect::<Http1>().await.err()
             }
             .expect("refused");
             assert!(err.is_connect(), "{protocol:?}: {err}");

@@ -145,7 +145,9 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-fn provider() -> rustls::crypto::CryptoProvider {
+/// The workspace's one crypto provider (ring), for the server and for
+/// connections to upstreams.
+pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

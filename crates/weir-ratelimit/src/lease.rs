@@ -248,6 +248,12 @@ mod tests {
         }
     }
 
+    /// What a request that asked for its own token keeps of `grant`, on
+    /// one replica.
+    fn keep_own(leases: &Leases, b: &Bucket, limit: &Limit, grant: &Grant, now: Instant) {
+        leases.keep(b, limit, 1, grant, Taker::Request { asked: 1 }, now);
+    }
+
     #[test]
     fn leases_are_a_fraction_of_capacity_across_replicas() {
         // Small rules never lease: every request is decided by the store.
@@ -271,14 +277,7 @@ mod tests {
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
         assert_eq!(leases.want(&b), 1);
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(3, 50_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
+        keep_own(&leases, &b, &limit, &grant(3, 50_000), t0);
         assert_eq!(leases.want(&b), MAX_LEASE);
         let first = leases.take(&b, t0).map(|t| t.outcome.remaining);
         assert_eq!(first, Some(50_001));
@@ -289,14 +288,7 @@ mod tests {
             leases.take(&b, t0).is_some(),
             "a returned token is spent again"
         );
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(5, 50_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
+        keep_own(&leases, &b, &limit, &grant(5, 50_000), t0);
         assert!(
             leases.take(&b, t0 + Duration::from_millis(100)).is_none(),
             "a lease lives a tenth of the period"
@@ -318,14 +310,7 @@ mod tests {
         assert_eq!(refills.iter().flatten().count(), 1, "one top-up out");
         assert_eq!(leases.want(&b), 1, "only its own token while one is out");
         // A request's own grant leaves the top-up out...
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(1, 900_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
+        keep_own(&leases, &b, &limit, &grant(1, 900_000), t0);
         assert_eq!(leases.want(&b), 1);
         // ...a failed one lets the next spend try again...
         leases.refill_failed(&b);
@@ -348,24 +333,10 @@ mod tests {
         let b = Bucket([6; 16]);
         let limit = gcra(1_000_000, 1_000_000);
         let t0 = Instant::now();
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(1, 900_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
+        keep_own(&leases, &b, &limit, &grant(1, 900_000), t0);
         assert_eq!(leases.want(&b), MAX_LEASE, "the first asks for a lease");
         assert_eq!(leases.want(&b), 1, "concurrent ones for their own token");
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(1, 900_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
+        keep_own(&leases, &b, &limit, &grant(1, 900_000), t0);
         assert_eq!(leases.want(&b), 1, "a one-token grant leaves it out");
         leases.keep(
             &b,
@@ -386,21 +357,14 @@ mod tests {
         let b = Bucket([9; 16]);
         let limit = gcra(100_000, 100_000);
         let t0 = Instant::now();
-        leases.keep(
-            &b,
-            &limit,
-            1,
-            &grant(2, 50_000),
-            Taker::Request { asked: 1 },
-            t0,
-        );
-        leases.keep(&b, &limit, 1, &grant(1, 1), Taker::Request { asked: 1 }, t0);
+        keep_own(&leases, &b, &limit, &grant(2, 50_000), t0);
+        keep_own(&leases, &b, &limit, &grant(1, 1), t0);
         assert_eq!(leases.want(&b), 1, "no room: one token per ask");
         // The token granted earlier is still spent, not lost...
         assert!(leases.take(&b, t0).is_some());
         assert!(leases.take(&b, t0).is_none());
         // ...and once none is held, the lease is forgotten.
-        leases.keep(&b, &limit, 1, &grant(1, 0), Taker::Request { asked: 1 }, t0);
+        keep_own(&leases, &b, &limit, &grant(1, 0), t0);
         assert!(leases.shard(&b).get(&b).is_none());
     }
 
@@ -417,7 +381,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = grant(10, 50_000);
         g.outcome.reset = Duration::from_millis(20);
-        leases.keep(&b, &limit, 1, &g, Taker::Request { asked: 1 }, t0);
+        keep_own(&leases, &b, &limit, &g, t0);
         assert!(leases.take(&b, t0 + Duration::from_millis(10)).is_some());
         assert!(leases.take(&b, t0 + Duration::from_millis(20)).is_none());
     }

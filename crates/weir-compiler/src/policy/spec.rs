@@ -16,6 +16,7 @@ use weir_snapshot::{
 
 use crate::diagnostics::Reporter;
 use crate::duration::parse_duration_ms;
+use crate::secret;
 use crate::{Inputs, ObjectKey};
 
 /// Default and largest clock skew tolerated for `exp` / `nbf`.
@@ -362,7 +363,7 @@ impl Ctx<'_> {
             );
             return None;
         };
-        match secret_value(secret, key) {
+        match secret::value(secret, key) {
             Some(v) => Some(v),
             None => {
                 report.error(
@@ -613,7 +614,7 @@ impl Ctx<'_> {
                     .all(|(l, v)| s.metadata.labels.as_ref().and_then(|m| m.get(l)) == Some(v))
         });
         for (key, secret) in selected {
-            let given = secret_value(secret, "consumer")
+            let given = secret::value(secret, "consumer")
                 .and_then(|v| String::from_utf8(v).ok())
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty());
@@ -641,7 +642,7 @@ impl Ctx<'_> {
                 .into_iter()
                 .filter(|d| d.starts_with("key"))
             {
-                let Some(value) = secret_value(secret, &data_key) else {
+                let Some(value) = secret::value(secret, &data_key) else {
                     continue;
                 };
                 let value = value.trim_ascii();
@@ -772,17 +773,6 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(v.0.clone());
-    }
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.as_bytes().to_vec())
-}
-
 fn secret_keys(secret: &Secret) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = secret.data.iter().flat_map(|d| d.keys().cloned()).collect();
     keys.extend(secret.string_data.iter().flat_map(|d| d.keys().cloned()));
@@ -810,7 +800,7 @@ pub fn hash_consumer_secret(secret: &mut Secret) {
         .is_some_and(|v| v == SHA256_HEX);
     let mut data = std::collections::BTreeMap::new();
     for k in secret_keys(secret) {
-        let Some(v) = secret_value(secret, &k) else {
+        let Some(v) = secret::value(secret, &k) else {
             continue;
         };
         if k == "consumer" {
@@ -820,7 +810,7 @@ pub fn hash_consumer_secret(secret: &mut Secret) {
             if already || v.is_empty() {
                 data.insert(k, ByteString(v.to_vec()));
             } else {
-                data.insert(k, ByteString(hex(&sha256(v)).into_bytes()));
+                data.insert(k, ByteString(secret::hex(&sha256(v)).into_bytes()));
             }
         }
     }
@@ -831,10 +821,6 @@ pub fn hash_consumer_secret(secret: &mut Secret) {
         .annotations
         .get_or_insert_with(Default::default)
         .insert(API_KEY_FORMAT.into(), SHA256_HEX.into());
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_hex_digest(v: &[u8]) -> Option<[u8; 32]> {
