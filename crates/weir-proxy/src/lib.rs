@@ -23,6 +23,7 @@
 pub mod access_log;
 pub mod cidr;
 mod framing;
+mod h1;
 mod headers;
 pub mod limits;
 pub mod metrics;

@@ -54,6 +54,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
+use crate::h1;
+
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
 /// come back. The stack never grows beyond the peak concurrency anyway.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
@@ -81,12 +83,15 @@ pub(crate) enum SendError {
     /// The exchange failed after the request was handed to a connection.
     #[error(transparent)]
     Http(hyper::Error),
+    /// An in-task HTTP/1.1 exchange failed (h1.rs).
+    #[error(transparent)]
+    Exchange(h1::Error),
 }
 
 impl SendError {
     /// No connection could be made: the backend is down or unreachable.
     pub(crate) fn is_connect(&self) -> bool {
-        !matches!(self, SendError::Http(_))
+        !matches!(self, SendError::Http(_) | SendError::Exchange(_))
     }
 
     /// The client's request body failed while it was streamed upstream
@@ -193,6 +198,7 @@ impl Pools {
             transport,
             connector: self.connector.clone(),
             idle: Mutex::new(Vec::new()),
+            idle_conns: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
         });
@@ -254,6 +260,8 @@ fn sweep(registry: &Registry) {
     for pool in pools {
         let timeout = pool.connector.idle_timeout;
         lock(&pool.idle).retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < timeout);
+        lock(&pool.idle_conns)
+            .retain_mut(|idle| idle.since.elapsed() < timeout && idle.conn.is_quiet());
     }
 }
 
@@ -269,6 +277,12 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle connection for in-task exchanges (h1.rs).
+struct IdleConn {
+    conn: h1::Conn,
+    since: Instant,
+}
+
 /// The connections to one endpoint in one protocol.
 pub(crate) struct EndpointPool {
     addr: SocketAddr,
@@ -277,6 +291,9 @@ pub(crate) struct EndpointPool {
     connector: Arc<Connector>,
     /// HTTP/1.1 connections ready for a request, most recently used last.
     idle: Mutex<Vec<Idle>>,
+    /// Plain HTTP/1.1 connections for requests without a body, exchanged in
+    /// the request's task (h1.rs); most recently used last.
+    idle_conns: Mutex<Vec<IdleConn>>,
     /// The HTTP/2 connection, once made.
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent
@@ -298,9 +315,83 @@ impl EndpointPool {
     ) -> Result<Response<UpstreamBody>, SendError> {
         if self.protocol.is_h2() {
             self.send_h2(req).await
+        } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
+            // The body is empty: only the head goes.
+            self.send_bodiless(req.into_parts().0).await
         } else {
             self.send_h1(req).await
         }
+    }
+
+    /// A request without a body on a plain HTTP/1.1 connection, exchanged
+    /// in this task (h1.rs). A reused connection that the upstream had
+    /// closed leaves the request unanswered; it is sent again on another
+    /// connection when nothing can have been processed: the write failed,
+    /// or the method is idempotent (RFC 9110 §9.2.2), as nginx's
+    /// `proxy_next_upstream error` does.
+    async fn send_bodiless(
+        self: &Arc<Self>,
+        parts: http::request::Parts,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let head = h1::encode_request(&parts);
+        let idempotent = parts.method.is_idempotent();
+        loop {
+            let (conn, reused) = match self.checkout_conn() {
+                Some(conn) => (conn, true),
+                None => (Box::pin(self.connect_conn()).await?, false),
+            };
+            match h1::exchange(conn, &head, &parts.method).await {
+                Ok((resp, answer)) => {
+                    let body = match answer {
+                        h1::Answer::Whole(body, conn) => {
+                            if let Some(conn) = conn {
+                                self.give_back_conn(conn);
+                            }
+                            BodyKind::Whole(Some(body).filter(|b| !b.is_empty()))
+                        }
+                        h1::Answer::Streaming(reader) => BodyKind::Streaming(reader, self.clone()),
+                    };
+                    return Ok(Response::from_parts(resp, UpstreamBody { kind: body }));
+                }
+                // Each retry takes another pooled connection, so this ends
+                // at a fresh connection, which is not retried.
+                Err(e) if reused && e.is_unanswered() && (idempotent || e.is_unsent()) => {
+                    tracing::debug!(addr = %self.addr, error = %e, "Pooled connection closed before answering; retrying on another.");
+                }
+                Err(e) => return Err(SendError::Exchange(e)),
+            }
+        }
+    }
+
+    /// The most recently returned idle connection the upstream has not
+    /// closed.
+    fn checkout_conn(&self) -> Option<h1::Conn> {
+        let mut idle = lock(&self.idle_conns);
+        while let Some(mut candidate) = idle.pop() {
+            if candidate.since.elapsed() < self.connector.idle_timeout && candidate.conn.is_quiet()
+            {
+                return Some(candidate.conn);
+            }
+        }
+        None
+    }
+
+    fn give_back_conn(&self, conn: h1::Conn) {
+        let mut idle = lock(&self.idle_conns);
+        if idle.len() >= MAX_IDLE_PER_ENDPOINT {
+            idle.remove(0);
+        }
+        idle.push(IdleConn {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect_conn(&self) -> Result<h1::Conn, SendError> {
+        tokio::time::timeout(self.connector.connect_timeout, self.tcp())
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+            .map(h1::Conn::new)
     }
 
     async fn send_h1(
@@ -510,12 +601,34 @@ impl Handshake for Http2 {
     }
 }
 
-/// A response body from an upstream. For HTTP/1.1 it carries the
-/// connection, which goes back to its pool when the body has been read to
-/// the end.
+/// A response body from an upstream. A body read from a pooled HTTP/1.1
+/// connection carries it, and it goes back to its pool when the body has
+/// been read to the end.
 pub struct UpstreamBody {
-    inner: Incoming,
-    give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    /// From hyper's client (HTTP/2, TLS, requests with a body).
+    Hyper {
+        inner: Incoming,
+        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+    },
+    /// Arrived with the response head; `None` once taken or when empty.
+    Whole(Option<Bytes>),
+    /// Still arriving on an in-task connection (h1.rs).
+    Streaming(h1::Reader, Arc<EndpointPool>),
+}
+
+/// Why an upstream response body failed midway.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// From hyper's client.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// From an in-task exchange.
+    #[error(transparent)]
+    Exchange(#[from] h1::Error),
 }
 
 impl UpstreamBody {
@@ -523,47 +636,85 @@ impl UpstreamBody {
         inner: Incoming,
         give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
     ) -> Self {
-        let mut body = UpstreamBody { inner, give_back };
+        let mut body = UpstreamBody {
+            kind: BodyKind::Hyper { inner, give_back },
+        };
         // An empty body (HEAD, 204, 304, Content-Length: 0) may never be
         // polled: the connection is free now.
-        if body.inner.is_end_stream() {
+        if body.is_end_stream() {
             body.release();
         }
         body
     }
 
+    /// Returns the connection to its pool; the body has ended.
     fn release(&mut self) {
-        if let Some((pool, sender)) = self.give_back.take() {
-            pool.give_back(sender);
+        match &mut self.kind {
+            BodyKind::Hyper { give_back, .. } => {
+                if let Some((pool, sender)) = give_back.take() {
+                    pool.give_back(sender);
+                }
+            }
+            BodyKind::Streaming(..) => {
+                if let BodyKind::Streaming(reader, pool) =
+                    std::mem::replace(&mut self.kind, BodyKind::Whole(None))
+                    && let Some(conn) = reader.into_reusable()
+                {
+                    pool.give_back_conn(conn);
+                }
+            }
+            BodyKind::Whole(_) => {}
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = match &mut self.kind {
+            BodyKind::Whole(body) => return Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Streaming(reader, _) => {
+                ready!(reader.poll_frame(cx)).map(|f| f.map_err(BodyError::from))
+            }
+            BodyKind::Hyper { inner, give_back } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                // A failed body leaves the connection in an unknown state.
+                if let Some(Err(_)) = &frame {
+                    *give_back = None;
+                }
+                frame.map(|f| f.map_err(BodyError::from))
+            }
+        };
         match &frame {
+            Some(Err(_)) => self.kind = BodyKind::Whole(None),
             None => self.release(),
-            Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
-            // A failed body leaves the connection in an unknown state.
-            Some(Err(_)) => self.give_back = None,
+            Some(Ok(_)) if self.is_end_stream() => self.release(),
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            BodyKind::Hyper { inner, .. } => inner.is_end_stream(),
+            BodyKind::Whole(body) => body.is_none(),
+            BodyKind::Streaming(reader, _) => reader.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            BodyKind::Hyper { inner, .. } => inner.size_hint(),
+            BodyKind::Whole(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            BodyKind::Streaming(reader, _) => reader.size_hint(),
+        }
     }
 }
 
@@ -669,6 +820,116 @@ mod tests {
         drop((a, b, c));
         pools.forget_unused();
         assert_eq!(pools.len(), 0, "unused pools are forgotten");
+    }
+
+    /// An upstream whose first connection answers one request and then
+    /// closes on the next without answering (as a server closing an idle
+    /// keep-alive connection races a new request); later connections
+    /// answer every request. Logs (connection, method) per request.
+    async fn closes_after_one(log: Arc<Mutex<Vec<(usize, String)>>>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for conn in 0.. {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    for served in 0.. {
+                        while !seen.ends_with(b"\r\n\r\n") {
+                            let mut byte = [0u8; 1];
+                            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            seen.push(byte[0]);
+                        }
+                        let method = String::from_utf8_lossy(&seen)
+                            .split(' ')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned();
+                        seen.clear();
+                        lock(&log).push((conn, method));
+                        if conn == 0 && served == 1 {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if tcp.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn request(method: http::Method) -> http::request::Parts {
+        Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "up")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn idempotent_requests_unanswered_on_a_reused_connection_go_again() {
+        let pools = Pools::new(Duration::from_secs(2), Duration::from_secs(60));
+        let log = Arc::default();
+        let addr = closes_after_one(Arc::clone(&log)).await;
+        let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
+        for _ in 0..2 {
+            let resp = pool
+                .send_bodiless(request(http::Method::GET))
+                .await
+                .expect("answered");
+            assert_eq!(resp.status(), 200);
+        }
+        assert_eq!(
+            *lock(&log),
+            [
+                (0, "GET".to_owned()),
+                (0, "GET".to_owned()),
+                (1, "GET".to_owned())
+            ],
+            "the unanswered GET went again on a new connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_requests_unanswered_on_a_reused_connection_fail() {
+        let pools = Pools::new(Duration::from_secs(2), Duration::from_secs(60));
+        let log = Arc::default();
+        let addr = closes_after_one(Arc::clone(&log)).await;
+        let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
+        let resp = pool
+            .send_bodiless(request(http::Method::POST))
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200);
+        let err = pool
+            .send_bodiless(request(http::Method::POST))
+            .await
+            .err()
+            .expect("unanswered");
+        assert!(
+            matches!(&err, SendError::Exchange(e) if e.is_unanswered()),
+            "{err}"
+        );
+        assert!(!err.is_connect(), "a protocol error, not a connect error");
+        assert_eq!(
+            *lock(&log),
+            [(0, "POST".to_owned()), (0, "POST".to_owned())],
+            "not sent twice"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,952 @@
+//! HTTP/1.1 exchanges with plain-text upstreams, run in the request's own
+//! task.
+//!
+//! hyper's client gives every upstream connection a task of its own: a
+//! request is handed to it over a channel, the response head comes back over
+//! another, and each body chunk over a third, with a task wakeup at every
+//! hand-over. For the common proxied request (no body, a small response)
+//! that machinery costs more CPU than parsing the response. Here the
+//! request's task writes the request head and parses the response itself on
+//! a connection it checked out of the pool; a response whose body has
+//! already arrived whole goes back to the client without any body
+//! streaming, and its connection is back in the pool before the response
+//! leaves.
+//!
+//! Only requests without a body take this path (pool.rs decides): a request
+//! body must be streamed while the response is read (an upstream may answer
+//! early or echo), which hyper's client does and this module does not.
+//!
+//! Parsing is strict, as at the client edge (RFC 9112): `httparse` with its
+//! strict response settings (no obs-fold, no extra spaces), exactly one
+//! framing: `Transfer-Encoding: chunked` alone, or one `Content-Length`
+//! value (repeated identically at most), or the body runs to the close.
+//! A response with both, or with another transfer coding, is refused rather
+//! than passed on in a form the client could frame differently. Chunk-size
+//! lines accept hex digits and well-formed extensions only.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode, Version, request, response};
+use hyper::body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Response heads larger than this are refused (hyper's client allows
+/// about 400 KB; nginx's default `proxy_buffer_size` is 4–8 KB).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Header fields in a response head or a trailer section.
+const MAX_FIELDS: usize = 128;
+/// A chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// A trailer section.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 8;
+/// Space made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Whole bodies up to this size are copied out of the read buffer, so the
+/// buffer's memory is reused by the connection's next response.
+const COPY_BODY: usize = 4096;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the request failed; nothing was answered.
+    #[error("writing the request: {0}")]
+    Write(io::Error),
+    /// The connection closed or failed before a byte of response arrived.
+    #[error("connection closed before a response: {}", .0.as_ref().map_or("end of stream".to_owned(), |e| e.to_string()))]
+    Unanswered(Option<io::Error>),
+    /// Reading failed after the response had begun.
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    /// The connection closed in the middle of a response.
+    #[error("connection closed in the middle of the response")]
+    Truncated,
+    /// The response is not valid HTTP/1.1 or its framing is ambiguous.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+}
+
+impl Error {
+    /// Nothing of a response arrived: on a connection reused from the pool
+    /// the upstream most likely closed it while idle, and an idempotent
+    /// request may be sent again elsewhere (RFC 9110 §9.2.2).
+    pub(crate) fn is_unanswered(&self) -> bool {
+        matches!(self, Error::Write(_) | Error::Unanswered(_))
+    }
+
+    /// The request itself cannot have been processed.
+    pub(crate) fn is_unsent(&self) -> bool {
+        matches!(self, Error::Write(_))
+    }
+}
+
+/// A plain-text connection to an upstream.
+pub(crate) struct Conn {
+    tcp: TcpStream,
+    /// Bytes read and not yet consumed; empty between exchanges.
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
+        Conn {
+            tcp,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the upstream has
+    /// neither closed it nor sent anything unasked. The reactor's readiness
+    /// answers without a system call unless the socket turned readable.
+    pub(crate) fn is_quiet(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: a close, stray bytes, or readiness left over from a
+            // read that filled the buffer. Only the last is harmless.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+/// The request head as written on the wire: origin-form target, HTTP/1.1,
+/// header fields as they are (hyper's server and the http crate have
+/// already validated every name and value).
+pub(crate) fn encode_request(parts: &request::Parts) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut head = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 16);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A response's body, as far as the exchange got.
+pub(crate) enum Answer {
+    /// The body arrived with the head (or there is none); the connection is
+    /// returned when it may carry another request.
+    Whole(Bytes, Option<Conn>),
+    /// The body is still coming.
+    Streaming(Reader),
+}
+
+/// Writes `head` on `conn` and reads the response head, skipping interim
+/// (1xx) responses. `method` decides whether a body follows (HEAD).
+pub(crate) async fn exchange(
+    mut conn: Conn,
+    head: &[u8],
+    method: &Method,
+) -> Result<(response::Parts, Answer), Error> {
+    conn.tcp.write_all(head).await.map_err(Error::Write)?;
+    let mut interim = 0;
+    let mut answered = false;
+    let parsed = loop {
+        if !conn.buf.is_empty() {
+            answered = true;
+            match parse_head(&mut conn.buf, method)? {
+                // Nothing asked to switch protocols (upgrades do not come
+                // this way).
+                Some(h) if h.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(Error::Invalid("unexpected 101 Switching Protocols"));
+                }
+                Some(h) if h.parts.status.is_informational() => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(Error::Invalid("too many interim responses"));
+                    }
+                    continue;
+                }
+                Some(h) => break h,
+                None if conn.buf.len() > MAX_HEAD => {
+                    return Err(Error::Invalid("response head too large"));
+                }
+                None => {}
+            }
+        }
+        match conn.fill().await {
+            Ok(0) if answered => return Err(Error::Truncated),
+            Ok(0) => return Err(Error::Unanswered(None)),
+            Ok(_) => {}
+            Err(e) if answered => return Err(Error::Read(e)),
+            Err(e) => return Err(Error::Unanswered(Some(e))),
+        }
+    };
+    let Head {
+        parts,
+        framing,
+        keep_alive,
+    } = parsed;
+    let answer = match framing {
+        Framing::Length(0) => Answer::Whole(Bytes::new(), reusable(conn, keep_alive)),
+        Framing::Length(n) if conn.buf.len() as u64 >= n => {
+            // Whole: n fits in usize as it is at most the buffer's length.
+            let n = n as usize;
+            let body = if n <= COPY_BODY {
+                let body = Bytes::copy_from_slice(&conn.buf[..n]);
+                conn.buf.advance(n);
+                body
+            } else {
+                conn.buf.split_to(n).freeze()
+            };
+            Answer::Whole(body, reusable(conn, keep_alive))
+        }
+        framing => Answer::Streaming(Reader {
+            conn,
+            decoder: match framing {
+                Framing::Length(n) => Decoder::Length(n),
+                Framing::Chunked => Decoder::Chunked(Chunked::Size),
+                Framing::Close => Decoder::Close,
+            },
+            keep_alive,
+        }),
+    };
+    Ok((parts, answer))
+}
+
+/// `conn` if the response left it able to carry another request: keep-alive
+/// and nothing read beyond the response.
+fn reusable(conn: Conn, keep_alive: bool) -> Option<Conn> {
+    (keep_alive && conn.buf.is_empty()).then_some(conn)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+struct Head {
+    parts: response::Parts,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parses a response head at the start of `buf` and consumes it; `None`
+/// while it is incomplete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(Error::Invalid("response head too large"));
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("too many header fields"));
+        }
+        Err(_) => return Err(Error::Invalid("malformed response head")),
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Invalid("malformed status code"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Offsets of each field in `buf`, so values can share one copy of the
+    // head instead of one allocation each.
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        );
+    }
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
+
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns..ne])
+            .map_err(|_| Error::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| Error::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers, status, method)?;
+    let keep_alive = version == Version::HTTP_11
+        && framing != Framing::Close
+        && !has_token(&headers, CONNECTION, "close");
+    let mut parts = response::Builder::new()
+        .status(status)
+        .version(version)
+        .body(())
+        .map_err(|_| Error::Invalid("malformed response head"))?
+        .into_parts()
+        .0;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// How the body is delimited (RFC 9112 §6.3), refusing ambiguity.
+fn framing(headers: &HeaderMap, status: StatusCode, method: &Method) -> Result<Framing, Error> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let has_length = headers.contains_key(CONTENT_LENGTH);
+    if let Some(coding) = te.next() {
+        if has_length {
+            return Err(Error::Invalid("both Transfer-Encoding and Content-Length"));
+        }
+        if te.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(Error::Invalid("transfer coding other than chunked"));
+        }
+        return Ok(Framing::Chunked);
+    }
+    if !has_length {
+        return Ok(Framing::Close);
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let n = decimal(item.trim_ascii()).ok_or(Error::Invalid("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    length
+        .map(Framing::Length)
+        .ok_or(Error::Invalid("invalid Content-Length"))
+}
+
+/// A non-negative decimal without sign, as Content-Length allows.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The rest of a response body, read on demand from its connection.
+pub(crate) struct Reader {
+    conn: Conn,
+    decoder: Decoder,
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the upstream closes.
+    Close,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    Size,
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd,
+    Trailers,
+}
+
+impl Reader {
+    /// The next data or trailers frame; `None` once the body has ended.
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            let buf = &mut self.conn.buf;
+            match self.decoder {
+                Decoder::Done => return Poll::Ready(None),
+                Decoder::Length(left) | Decoder::Chunked(Chunked::Data(left))
+                    if !buf.is_empty() =>
+                {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.decoder = match self.decoder {
+                        Decoder::Length(_) if left == 0 => Decoder::Done,
+                        Decoder::Length(_) => Decoder::Length(left),
+                        _ if left == 0 => Decoder::Chunked(Chunked::DataEnd),
+                        _ => Decoder::Chunked(Chunked::Data(left)),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoder::Close if !buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                }
+                Decoder::Chunked(Chunked::Size) => match chunk_size(buf) {
+                    Ok(Some((line, 0))) => {
+                        buf.advance(line);
+                        self.decoder = Decoder::Chunked(Chunked::Trailers);
+                        continue;
+                    }
+                    Ok(Some((line, size))) => {
+                        buf.advance(line);
+                        self.decoder = Decoder::Chunked(Chunked::Data(size));
+                        continue;
+                    }
+                    Ok(None) if buf.len() > MAX_CHUNK_LINE => {
+                        return self.fail(Error::Invalid("chunk-size line too long"));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e),
+                },
+                Decoder::Chunked(Chunked::DataEnd) if buf.len() >= 2 => {
+                    if &buf[..2] != b"\r\n" {
+                        return self.fail(Error::Invalid("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.decoder = Decoder::Chunked(Chunked::Size);
+                    continue;
+                }
+                Decoder::Chunked(Chunked::Trailers) => match trailers(buf) {
+                    Ok(Some(fields)) => {
+                        self.decoder = Decoder::Done;
+                        if fields.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                    }
+                    Ok(None) if buf.len() > MAX_TRAILERS => {
+                        return self.fail(Error::Invalid("trailer section too large"));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e),
+                },
+                _ => {}
+            }
+            // More bytes are needed.
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) if self.decoder == Decoder::Close => {
+                    self.decoder = Decoder::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return self.fail(Error::Truncated),
+                Ok(_) => {}
+                Err(e) => return self.fail(Error::Read(e)),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.decoder = Decoder::Done;
+        self.keep_alive = false;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// Whether the body has ended.
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.decoder == Decoder::Done
+    }
+
+    /// What is known of the body's remaining length.
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    /// The connection, if the body ended cleanly and it may carry another
+    /// request.
+    pub(crate) fn into_reusable(self) -> Option<Conn> {
+        if self.decoder != Decoder::Done {
+            return None;
+        }
+        reusable(self.conn, self.keep_alive)
+    }
+}
+
+/// A chunk-size line at the start of `buf`: its length with CRLF and the
+/// size. Strict (RFC 9112 §7.1): hex digits, then optional extensions of
+/// visible characters, spaces and tabs; no sign, no bare LF.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let Some(cr) = buf.iter().position(|b| *b == b'\r') else {
+        if buf.contains(&b'\n') {
+            return Err(Error::Invalid("bare LF in chunk-size line"));
+        }
+        return Ok(None);
+    };
+    match buf.get(cr + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(Error::Invalid("bare CR in chunk-size line")),
+    }
+    let line = &buf[..cr];
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let (hex, rest) = line.split_at(digits);
+    if hex.is_empty() || hex.len() > 15 {
+        return Err(Error::Invalid("invalid chunk size"));
+    }
+    let ext = rest.trim_ascii_start();
+    // Whitespace may follow the digits (some servers pad them); anything
+    // else must start an extension.
+    if !(ext.is_empty() || ext[0] == b';') {
+        return Err(Error::Invalid("invalid chunk size"));
+    }
+    if ext
+        .iter()
+        .any(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t' || *b >= 0x80))
+    {
+        return Err(Error::Invalid("invalid chunk extension"));
+    }
+    let size = hex
+        .iter()
+        .try_fold(0u64, |n, d| {
+            let d = (*d as char).to_digit(16)?;
+            n.checked_mul(16)?.checked_add(u64::from(d))
+        })
+        .ok_or(Error::Invalid("invalid chunk size"))?;
+    Ok(Some((cr + 2, size)))
+}
+
+/// The trailer section at the start of `buf`, consumed; `None` while it is
+/// incomplete.
+fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let (len, map) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for field in fields {
+                let name = HeaderName::from_bytes(field.name.as_bytes())
+                    .map_err(|_| Error::Invalid("invalid trailer name"))?;
+                let value = HeaderValue::from_bytes(field.value)
+                    .map_err(|_| Error::Invalid("invalid trailer value"))?;
+                map.append(name, value);
+            }
+            (len, map)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Error::Invalid("malformed trailer section")),
+    };
+    buf.advance(len);
+    Ok(Some(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// An upstream that reads one request head, writes `pieces` one by one
+    /// (so the client sees them in separate reads), then closes if told
+    /// to, else waits for the client to close. Returns the request bytes.
+    async fn upstream(
+        pieces: Vec<&'static [u8]>,
+        close: bool,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if tcp.read(&mut byte).await.expect("read") == 0 {
+                    return request;
+                }
+                request.push(byte[0]);
+            }
+            for piece in pieces {
+                tcp.write_all(piece).await.expect("write");
+                tcp.flush().await.expect("flush");
+                tokio::task::yield_now().await;
+            }
+            if !close {
+                let mut rest = Vec::new();
+                let _ = tcp.read_to_end(&mut rest).await;
+            }
+            request
+        });
+        (addr, task)
+    }
+
+    fn get(target: &str) -> request::Parts {
+        let (mut parts, ()) = http::Request::get(target)
+            .header("host", "shop.example")
+            .header("x-request-id", "r-1")
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts
+            .headers
+            .append("accept", HeaderValue::from_static("*/*"));
+        parts
+    }
+
+    /// The whole body, its trailers and whether the connection came back.
+    struct Got {
+        parts: response::Parts,
+        body: Vec<u8>,
+        trailers: Option<HeaderMap>,
+        reusable: bool,
+    }
+
+    async fn call(addr: SocketAddr, method: Method) -> Result<Got, Error> {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut parts = get("/p?q=1");
+        parts.method = method.clone();
+        let (parts, answer) = exchange(Conn::new(tcp), &encode_request(&parts), &method).await?;
+        match answer {
+            Answer::Whole(body, conn) => Ok(Got {
+                parts,
+                body: body.to_vec(),
+                trailers: None,
+                reusable: conn.is_some(),
+            }),
+            Answer::Streaming(mut reader) => {
+                let mut body = Vec::new();
+                let mut trailers = None;
+                while let Some(frame) = std::future::poll_fn(|cx| reader.poll_frame(cx)).await {
+                    match frame?.into_data() {
+                        Ok(data) => body.extend_from_slice(&data),
+                        Err(frame) => trailers = frame.into_trailers().ok(),
+                    }
+                }
+                assert!(reader.is_end_stream());
+                Ok(Got {
+                    parts,
+                    body,
+                    trailers,
+                    reusable: reader.into_reusable().is_some(),
+                })
+            }
+        }
+    }
+
+    async fn answer(pieces: Vec<&'static [u8]>, close: bool) -> Result<Got, Error> {
+        let (addr, _task) = upstream(pieces, close).await;
+        call(addr, Method::GET).await
+    }
+
+    #[tokio::test]
+    async fn writes_the_request_head_and_takes_a_whole_body_at_once() {
+        let (addr, task) = upstream(
+            vec![b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A: b\r\nX-A: c\r\n\r\nhello"],
+            false,
+        )
+        .await;
+        let got = call(addr, Method::GET).await.expect("answer");
+        assert_eq!(got.parts.status, 201);
+        assert_eq!(got.parts.version, Version::HTTP_11);
+        let values: Vec<_> = got.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["b", "c"]);
+        assert_eq!(got.body, b"hello");
+        assert!(got.reusable, "keep-alive connection returned");
+        drop(got);
+        let request = task.await.expect("upstream");
+        assert_eq!(
+            String::from_utf8_lossy(&request),
+            "GET /p?q=1 HTTP/1.1\r\nhost: shop.example\r\nx-request-id: r-1\r\naccept: */*\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_a_body_split_across_reads() {
+        let got = answer(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhel",
+                b"lo wo",
+                b"rld",
+            ],
+            false,
+        )
+        .await
+        .expect("answer");
+        assert_eq!(got.body, b"hello world");
+        assert!(got.reusable);
+    }
+
+    #[tokio::test]
+    async fn decodes_chunks_with_extensions_and_trailers() {
+        let got = answer(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"v\"\r\nhel",
+                b"lo\r\n6 \r\n world\r\n0\r\nGrpc-Status: 0\r\n",
+                b"\r\n",
+            ],
+            false,
+        )
+        .await
+        .expect("answer");
+        assert_eq!(got.body, b"hello world");
+        let trailers = got.trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(got.reusable);
+    }
+
+    #[tokio::test]
+    async fn skips_interim_responses() {
+        let got = answer(
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            ],
+            false,
+        )
+        .await
+        .expect("answer");
+        assert_eq!(got.parts.status, 200);
+        assert!(!got.parts.headers.contains_key("link"));
+        assert_eq!(got.body, b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_body_delimited_by_the_close_ends_there_and_is_not_reused() {
+        let got = answer(vec![b"HTTP/1.1 200 OK\r\n\r\nabc", b"def"], true)
+            .await
+            .expect("answer");
+        assert_eq!(got.body, b"abcdef");
+        assert!(!got.reusable);
+    }
+
+    #[tokio::test]
+    async fn head_responses_have_no_body() {
+        let (addr, _task) = upstream(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"],
+            false,
+        )
+        .await;
+        let got = call(addr, Method::HEAD).await.expect("answer");
+        assert_eq!(got.parts.headers["content-length"], "100");
+        assert!(got.body.is_empty());
+        assert!(got.reusable);
+        for status in ["204 No Content", "304 Not Modified"] {
+            let head: &'static [u8] = format!("HTTP/1.1 {status}\r\nContent-Length: 7\r\n\r\n")
+                .leak()
+                .as_bytes();
+            let got = answer(vec![head], false).await.expect("answer");
+            assert!(got.body.is_empty(), "{status}");
+            assert!(got.reusable, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_that_cannot_carry_another_request_are_not_returned() {
+        for response in [
+            &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+        ] {
+            let got = answer(vec![response], false).await.expect("answer");
+            assert_eq!(got.body, b"ok");
+            assert!(!got.reusable, "{}", String::from_utf8_lossy(response));
+        }
+        let got = answer(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello"],
+            false,
+        )
+        .await
+        .expect("identical repeated lengths are one length");
+        assert_eq!(got.body, b"hello");
+    }
+
+    #[tokio::test]
+    async fn ambiguous_or_malformed_responses_are_refused() {
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A : b\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: b\rc\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer: x\r\n\r\n",
+        ] {
+            let shown = String::from_utf8_lossy(response).into_owned();
+            let result = answer(vec![response], false).await;
+            let err = match result {
+                Err(e) => e,
+                Ok(got) => panic!("accepted {shown:?}: body {:?}", got.body),
+            };
+            assert!(matches!(err, Error::Invalid(_)), "{shown:?}: {err}");
+            assert!(!err.is_unanswered(), "{shown:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_are_refused() {
+        let big: &'static [u8] = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        )
+        .leak()
+        .as_bytes();
+        let err = answer(vec![big], false).await.err().expect("refused");
+        assert!(
+            matches!(err, Error::Invalid("response head too large")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_before_or_during_the_response_is_told_apart() {
+        let err = answer(vec![], true).await.err().expect("no answer");
+        assert!(err.is_unanswered() && !err.is_unsent(), "{err}");
+        let err = answer(vec![b"HTTP/1.1 200 OK\r\nContent"], true)
+            .await
+            .err()
+            .expect("cut head");
+        assert!(matches!(err, Error::Truncated), "{err}");
+        let err = answer(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhel"],
+            true,
+        )
+        .await
+        .err()
+        .expect("cut body");
+        assert!(matches!(err, Error::Truncated), "{err}");
+        let err = answer(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"],
+            true,
+        )
+        .await
+        .err()
+        .expect("cut chunk");
+        assert!(matches!(err, Error::Truncated), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_quiet() {
+        let (addr, task) = upstream(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            true,
+        )
+        .await;
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (_, answer) = exchange(Conn::new(tcp), &encode_request(&get("/")), &Method::GET)
+            .await
+            .expect("answer");
+        let Answer::Whole(_, Some(mut conn)) = answer else {
+            panic!("whole body, connection returned");
+        };
+        task.await.expect("upstream closed");
+        // The close reaches the reactor on its next turn; wait for it with a
+        // deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while conn.is_quiet() {
+            assert!(tokio::time::Instant::now() < deadline, "close never seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let (addr, _task) = upstream(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            false,
+        )
+        .await;
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (_, answer) = exchange(Conn::new(tcp), &encode_request(&get("/")), &Method::GET)
+            .await
+            .expect("answer");
+        let Answer::Whole(_, Some(mut conn)) = answer else {
+            panic!("whole body, connection returned");
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(conn.is_quiet(), "an open idle connection is quiet");
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size(b"1a\r\n").ok().flatten(), Some((4, 26)));
+        assert_eq!(
+            chunk_size(b"1A;x=\"y z\"\r\nrest").ok().flatten(),
+            Some((12, 26))
+        );
+        assert_eq!(chunk_size(b"0 ;x\r\n").ok().flatten(), Some((6, 0)));
+        assert_eq!(chunk_size(b"1a").ok().flatten(), None, "incomplete");
+        assert_eq!(chunk_size(b"1a\r").ok().flatten(), None, "incomplete");
+        for bad in [
+            &b"\r\n"[..],
+            b"+1\r\n",
+            b"-1\r\n",
+            b"0x1\r\n",
+            b"1 2\r\n",
+            b"1\n",
+            b"1\rx\n",
+            b"1;\x01\r\n",
+            b"1000000000000000\r\n",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
