@@ -411,3 +411,114 @@ async fn verified_tls_backends_check_the_certificate_and_its_name() {
         "refused handshakes sent no request"
     );
 }
+
+/// An HTTP/1.1 upstream written byte by byte, for what well-behaved
+/// servers never do. Each connection logs `(connection, method path)`;
+/// `/race` is answered only as a connection's first request (later ones see
+/// the connection close unanswered, as when a server's keep-alive timeout
+/// fires just as a request arrives); `/ambiguous` answers with both
+/// `Transfer-Encoding` and `Content-Length`, with a forged response behind
+/// the chunked end; anything else gets `ok`.
+async fn scripted_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(usize, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let log: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
+    let logged = log.clone();
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let log = logged.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                for served in 0.. {
+                    head.clear();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let request: Vec<&str> = line.split(' ').take(2).collect();
+                    let request = request.join(" ");
+                    log.lock().expect("log").push((conn, request.clone()));
+                    let answer: &[u8] = if request.ends_with("/race") && served > 0 {
+                        return;
+                    } else if request.ends_with("/ambiguous") {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 45\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test]
+async fn keep_alive_races_are_retried_when_safe_and_ambiguous_answers_refused() {
+    let (addr, log) = scripted_upstream().await;
+    let dir = TempDir::new("scripted");
+    dir.write(
+        "a.yaml",
+        &route_yaml("a", "a.test", "/", "Prefix", "a", &addr.to_string()),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    let take = || std::mem::take(&mut *log.lock().expect("log"));
+
+    // A GET on a pooled connection the upstream closes unanswered goes
+    // again on a new connection: the client sees only the answer.
+    for _ in 0..2 {
+        let r = get(&client, weir.http, "a.test", "/race", &[])
+            .await
+            .expect("GET");
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body, "ok");
+    }
+    assert_eq!(
+        take(),
+        [
+            (0, "GET /race".to_owned()),
+            (0, "GET /race".to_owned()),
+            (1, "GET /race".to_owned())
+        ]
+    );
+
+    // A POST may have been processed: it is not sent twice.
+    let post = Request::post(format!("http://{}/race", weir.http))
+        .header("host", "a.test")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = weir_tests::client::send(&client, post).await.expect("POST");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "upstream_protocol_error");
+    assert_eq!(take(), [(1, "POST /race".to_owned())], "sent once");
+
+    // Both framings at once is refused, not passed on, and the connection
+    // is not reused: the next request must not get the forged response
+    // queued behind it.
+    let r = get(&client, weir.http, "a.test", "/ambiguous", &[])
+        .await
+        .expect("GET");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "upstream_protocol_error");
+    let r = get(&client, weir.http, "a.test", "/after", &[])
+        .await
+        .expect("GET");
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+    let seen = take();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_ne!(
+        seen[0].0, seen[1].0,
+        "a new connection after the refused answer: {seen:?}"
+    );
+}

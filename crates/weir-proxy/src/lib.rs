@@ -8,7 +8,8 @@
 //!              2. edge checks           framing, Host, header/URI limits
 //!              3. path normalization    normalize.rs
 //!              4. route                 router.rs (snapshot loaded once)
-//!              5. forward               pool.rs (per-endpoint pools), route timeout
+//!              5. forward               pool.rs (per-endpoint pools), route timeout;
+//!                                       h1.rs runs bodiless HTTP/1.1 exchanges in-task
 //!         ◀─ response (hop-by-hop stripped) or respond.rs JSON error
 //! ```
 //!

@@ -3,14 +3,26 @@
 //!
 //! ```text
 //!  Pools ── registry (addr, protocol) ─weak─▶ EndpointPool ◀─ router::Endpoint (per snapshot)
-//!                                              ├ HTTP/1.1: idle stack (LIFO), + connect
+//!                                              ├ HTTP/1.1, no request body, plain:
+//!                                              │    idle stack of h1::Conn (in-task exchange)
+//!                                              ├ HTTP/1.1 otherwise: idle stack of hyper senders
 //!                                              └ HTTP/2:   one shared connection
 //! ```
 //!
-//! - **HTTP/1.1** (plain or TLS): an idle connection goes back on the stack
-//!   when the response body has been read to its end, not when the headers
-//!   arrive, so it is reused only once hyper can write the next request on
-//!   it; a body dropped half-read closes the connection instead. The most
+//! - **HTTP/1.1 without a request body** to a plain-text endpoint (most
+//!   proxied requests): exchanged in the request's own task (h1.rs), on a
+//!   stack of connections of its own. An idle connection is checked against
+//!   the reactor's readiness before use, so one the upstream closed is
+//!   dropped, not written to; one that closes unanswered anyway (the
+//!   upstream's idle timer raced the request) has the request sent again
+//!   on another connection when the write failed or the method is
+//!   idempotent.
+//! - **HTTP/1.1** otherwise (a request body, or TLS), through hyper's
+//!   client, which streams the request body while reading the response: an
+//!   idle connection goes back on the stack when the response body has been
+//!   read to its end, not when the headers arrive, so it is reused only
+//!   once hyper can write the next request on it; a body dropped half-read
+//!   closes the connection instead (in both kinds of stack). The most
 //!   recently used connection is taken first, which keeps few connections
 //!   warm under low load and lets the rest time out. A request is retried
 //!   on another connection only when its pooled connection closed before a
