@@ -6,7 +6,7 @@ ADMIN_ADDR ?= 127.0.0.1:10254
 UPSTREAM_ADDR ?= 127.0.0.1:9000
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-deps lint fmt golden manifests bench bench-controller proxy-bench policy-bench tls-bench
+.PHONY: help build run test test-deps lint fmt golden manifests bench bench-controller proxy-bench policy-bench tls-bench cpu-split
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,3 +86,6 @@ policy-bench: ## What a GatewayPolicy costs the whole proxy, same-run ratio (MOD
 
 tls-bench: ## HTTPS throughput beside nginx with the same certificate, same-run ratio (CLOSE=close: a handshake per request)
 	bash bench/tls-bench.sh 5 8 $(CLOSE)
+
+cpu-split: ## User and system CPU per proxied request and preemptions, weir beside nginx (B=other/weir for an A/B of two builds)
+	bash bench/cpu-split.sh 3 5 $(B)

@@ -331,7 +331,10 @@ async fn h2c_prior_knowledge() {
     let mut sender = h2c(s.weir.http).await;
     let mut handles = Vec::new();
     for i in 0..20 {
+        // HTTP/2 clients may send one cookie per field.
         let req = http::Request::get(format!("http://shop.example.com/foo/{i}"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap();
         sender.ready().await.unwrap();
@@ -353,6 +356,10 @@ async fn h2c_prior_knowledge() {
         assert_eq!(
             echo["headers"]["host"], "shop.example.com",
             "Host must be set from :authority"
+        );
+        assert_eq!(
+            echo["headers"]["cookie"], "a=1; b=2",
+            "an HTTP/1.1 upstream gets one Cookie field (RFC 9113 8.2.3)"
         );
     }
 }

@@ -96,6 +96,28 @@ pub(crate) fn set_forwarded(
     }
 }
 
+/// HTTP/2 clients may split `Cookie` into one field per cookie (RFC 9113
+/// §8.2.3); an HTTP/1.1 upstream must get them as one field, joined with
+/// "; ". A single field is left alone.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, v) in headers.get_all(http::header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid values joined by "; " are a valid value; on the impossible
+    // failure the fields stay split, as they came.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// The client address as a header value; computed once per connection.
 pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
     // An IP address always formats to a valid header value.
@@ -151,6 +173,21 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1"]);
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.append("cookie", HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3"]
+        );
+    }
 
     #[test]
     fn connection_named_headers_removed_but_not_ours() {

@@ -560,8 +560,11 @@ impl Proxy {
         }
         if protocol.is_h2() {
             headers.remove(HOST);
-        } else if insert_host && let Some(v) = &host_value {
-            headers.insert(HOST, v.clone());
+        } else {
+            if insert_host && let Some(v) = &host_value {
+                headers.insert(HOST, v.clone());
+            }
+            headers::join_cookies(headers);
         }
         headers::set_forwarded(headers, &conn.peer_value, conn.proto, host_value);
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Where a proxied request's CPU goes, weir beside nginx in one run: user and
+# system CPU microseconds per request (from /proc/<pid>/stat) and how often
+# the proxy is preempted per request (nonvoluntary context switches). wrk
+# (50 keep-alive connections), an nginx origin and the proxies share CPU 0,
+# each proxy with one worker, as in proxy-bench's default pinning; the
+# targets are measured in turn for each round. Compare within a run only.
+# Usage: bench/cpu-split.sh [rounds] [seconds] [other-weir-binary]
+#   other-weir-binary: a second weir build measured beside the first (A/B).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+other=${3:-}
+for tool in wrk taskset nginx curl; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk util-linux nginx curl)" >&2; exit 1; }
+done
+[ -x target/release/weir ] || cargo build --locked --release -p weir
+base=${BASE_PORT:-19380}
+dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; for p in "$dir"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$dir"' EXIT
+nginx_conf() { # name listen body
+  cat > "$dir/$1.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $dir/$1.pid;
+error_log stderr warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 300s;
+  keepalive_requests 10000000;
+  client_body_temp_path $dir/$1-body;
+  proxy_temp_path $dir/$1-proxy;
+  upstream origin { server 127.0.0.1:$base; keepalive 1024; }
+  server {
+    listen 127.0.0.1:$2 backlog=4096;
+    $3
+  }
+}
+NGINX
+}
+nginx_conf origin "$base" 'location / { return 200 "ok\n"; }'
+nginx_conf nginx "$((base + 1))" 'location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }'
+taskset -c 0 nginx -c "$dir/origin.conf" 2>/dev/null &
+pids+=($!)
+taskset -c 0 nginx -c "$dir/nginx.conf" 2>/dev/null &
+pids+=($!)
+mkdir -p "$dir/manifests"
+cat > "$dir/manifests/bench.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: origin, annotations: {weir.dev/upstream: "127.0.0.1:$base"}}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench}
+spec:
+  ingressClassName: weir
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}
+YAML
+names=(nginx) ports=($((base + 1)))
+bins=("$PWD/target/release/weir")
+[ -n "$other" ] && bins+=("$(realpath "$other")")
+for i in "${!bins[@]}"; do
+  port=$((base + 2 + i))
+  taskset -c 0 "${bins[$i]}" serve --manifests "$dir/manifests" --http-addr "127.0.0.1:$port" \
+    --admin-addr 127.0.0.1:0 --worker-threads 1 --log-level warn --access-log off &
+  pids+=($!)
+  names+=("weir$([ "$i" = 0 ] || echo "-b")") ports+=("$port")
+done
+# The nginx worker (not its master) does the proxying.
+proxy_pid() { # index
+  if [ "$1" = 0 ]; then
+    pgrep -P "$(cat "$dir/nginx.pid")"
+  else
+    echo "${pids[$((1 + $1))]}"
+  fi
+}
+for _ in $(seq 50); do
+  [ -f "$dir/nginx.pid" ] && [ -f "$dir/origin.pid" ] && ok=1
+  for p in "${ports[@]}"; do curl -fsS -o /dev/null "http://127.0.0.1:$p/" || ok=; done
+  [ -n "${ok:-}" ] && break
+  sleep 0.2
+done
+[ -n "${ok:-}" ] || { echo "targets did not come up" >&2; exit 1; }
+tick=$(getconf CLK_TCK)
+printf '%-7s %9s %11s %11s %11s %13s\n' target req/s "cpu us/req" "user us" "sys us" "preempt/req"
+for round in $(seq "$rounds"); do
+  for i in "${!names[@]}"; do
+    pid=$(proxy_pid "$i") url="http://127.0.0.1:${ports[$i]}/api/users/42"
+    taskset -c 0 wrk -t1 -c50 -d1 "$url" >/dev/null
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    c0=$(awk '/^nonvoluntary_ctxt/ {print $2}' "/proc/$pid/status")
+    out=$(taskset -c 0 wrk -t1 -c50 -d"$seconds" "$url")
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    c1=$(awk '/^nonvoluntary_ctxt/ {print $2}' "/proc/$pid/status")
+    n=$(awk '/requests in/ {print $1}' <<<"$out") rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    awk -v name="${names[$i]}" -v r="$round" -v rps="$rps" -v n="$n" -v hz="$tick" \
+      -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v c=$((c1 - c0)) 'BEGIN {
+        us = 1e6 / hz / n
+        printf "%-7s %9.0f %11.2f %11.2f %11.2f %13.3f   (round %d)\n", name, rps, (u + s) * us, u * us, s * us, c / n, r }'
+  done
+done
