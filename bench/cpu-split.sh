@@ -84,7 +84,7 @@ proxy_pid() { # index
 }
 for _ in $(seq 50); do
   [ -f "$dir/nginx.pid" ] && [ -f "$dir/origin.pid" ] && ok=1
-  for p in "${ports[@]}"; do curl -fsS -o /dev/null "http://127.0.0.1:$p/" || ok=; done
+  for p in "${ports[@]}"; do curl -fs -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null || ok=; done
   [ -n "${ok:-}" ] && break
   sleep 0.2
 done
