@@ -9,6 +9,8 @@
 #   other-weir-binary: a second weir build measured beside the first (A/B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
 other=${3:-}
@@ -48,22 +50,7 @@ pids+=($!)
 taskset -c 0 nginx -c "$dir/nginx.conf" 2>/dev/null &
 pids+=($!)
 mkdir -p "$dir/manifests"
-cat > "$dir/manifests/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: origin, annotations: {weir.dev/upstream: "127.0.0.1:$base"}}
-spec: {ports: [{port: 80}]}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench}
-spec:
-  ingressClassName: weir
-  rules:
-  - http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}
-YAML
+{ origin_service "127.0.0.1:$base"; echo ---; origin_ingress bench "" /; } > "$dir/manifests/bench.yaml"
 names=(nginx) ports=($((base + 1)))
 bins=("$PWD/target/release/weir")
 [ -n "$other" ] && bins+=("$(realpath "$other")")

@@ -14,3 +14,25 @@ median() {
 ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'
 }
+
+# origin_service ADDR: manifest of the Service "origin" whose one endpoint
+# is ADDR (weir.dev/upstream), which every bench routes to.
+origin_service() {
+  printf 'apiVersion: v1\nkind: Service\nmetadata: {name: origin, annotations: {weir.dev/upstream: "%s"}}\nspec: {ports: [{port: 80}]}\n' "$1"
+}
+
+# origin_ingress NAME HOST PREFIX: manifest of an Ingress routing PREFIX of
+# HOST (empty: any host) to the origin Service.
+origin_ingress() {
+  local host=${2:+"host: $2
+    "}
+  cat <<YAML
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: $1}
+spec:
+  ingressClassName: weir
+  rules:
+  - ${host}http: {paths: [{path: "$3", pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}]}
+YAML
+}

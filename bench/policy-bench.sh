@@ -35,24 +35,9 @@ redis_port=$base origin=127.0.0.1:$((base + 1)) http=127.0.0.1:$((base + 2))
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
-cat > "$dir/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: origin, annotations: {weir.dev/upstream: "$origin"}}
-spec: {ports: [{port: 80}]}
-YAML
+origin_service "$origin" > "$dir/bench.yaml"
 for host in plain policy; do
-  cat >> "$dir/bench.yaml" <<YAML
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: $host}
-spec:
-  ingressClassName: weir
-  rules:
-  - host: $host.test
-    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}]}
-YAML
+  { echo ---; origin_ingress "$host" "$host.test" /; } >> "$dir/bench.yaml"
 done
 headers=()
 weir_flags=()

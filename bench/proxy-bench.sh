@@ -12,25 +12,12 @@ cat > /tmp/weir-bench-gateway.sh <<'GW'
 #!/usr/bin/env bash
 set -euo pipefail
 dir=$(mktemp -d)
-cat > "$dir/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: origin, annotations: {weir.dev/upstream: "$BACKEND_ADDR"}}
-spec: {ports: [{port: 80}]}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench}
-spec:
-  ingressClassName: weir
-  rules:
-  - http:
-      paths:
-      - {path: "$ROUTE_PREFIX", pathType: Prefix, backend: {service: {name: origin, port: {number: 80}}}}
-YAML
+# shellcheck source=bench/lib.sh
+source "$WEIR_BENCH_LIB"
+{ origin_service "$BACKEND_ADDR"; echo ---; origin_ingress bench "" "$ROUTE_PREFIX"; } > "$dir/bench.yaml"
 exec "$WEIR_BIN" serve --manifests "$dir" --http-addr "$GATEWAY_LISTEN" --admin-addr 127.0.0.1:0 \
   --worker-threads "$WORKERS" --log-level warn --access-log off
 GW
 chmod +x /tmp/weir-bench-gateway.sh
-export WEIR_BIN=$PWD/target/release/weir
+export WEIR_BIN=$PWD/target/release/weir WEIR_BENCH_LIB=$PWD/bench/lib.sh
 exec "$bench" --gateway-cmd /tmp/weir-bench-gateway.sh --gateway-name weir "$@"

@@ -28,11 +28,8 @@ openssl ecparam -name prime256v1 -genkey -noout -out "$dir/tls.key" 2>/dev/null
 openssl req -x509 -key "$dir/tls.key" -out "$dir/tls.crt" -days 2 -subj "/CN=bench.test" \
   -addext "subjectAltName=DNS:bench.test" 2>/dev/null
 mkdir -p "$dir/manifests"
-cat > "$dir/manifests/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: origin, annotations: {weir.dev/upstream: "$origin"}}
-spec: {ports: [{port: 80}]}
+origin_service "$origin" > "$dir/manifests/bench.yaml"
+cat >> "$dir/manifests/bench.yaml" <<YAML
 ---
 apiVersion: v1
 kind: Secret

@@ -555,10 +555,11 @@ impl Proxy {
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(headers);
-        if te_trailers {
-            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        }
         if protocol.is_h2() {
+            if te_trailers {
+                headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+            }
+            // The host travels in :authority.
             headers.remove(HOST);
         } else {
             if insert_host && let Some(v) = &host_value {

@@ -400,9 +400,8 @@ impl EndpointPool {
     }
 
     async fn connect_conn(&self) -> Result<h1::Conn, SendError> {
-        tokio::time::timeout(self.connector.connect_timeout, self.tcp())
+        self.within_connect_timeout(self.tcp())
             .await
-            .map_err(|_| SendError::ConnectTimeout)?
             .map(h1::Conn::new)
     }
 
@@ -535,6 +534,15 @@ impl EndpointPool {
                 Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
             }
         };
+        self.within_connect_timeout(connect).await
+    }
+
+    /// Connecting, whatever it takes (TCP, TLS, HTTP handshake), gets one
+    /// connect timeout.
+    async fn within_connect_timeout<T>(
+        &self,
+        connect: impl Future<Output = Result<T, SendError>>,
+    ) -> Result<T, SendError> {
         tokio::time::timeout(self.connector.connect_timeout, connect)
             .await
             .map_err(|_| SendError::ConnectTimeout)?
@@ -659,23 +667,20 @@ impl UpstreamBody {
         body
     }
 
-    /// Returns the connection to its pool; the body has ended.
+    /// The body has ended: its connection, if any and still usable, goes
+    /// back to its pool.
     fn release(&mut self) {
-        match &mut self.kind {
-            BodyKind::Hyper { give_back, .. } => {
-                if let Some((pool, sender)) = give_back.take() {
-                    pool.give_back(sender);
-                }
-            }
-            BodyKind::Streaming(..) => {
-                if let BodyKind::Streaming(reader, pool) =
-                    std::mem::replace(&mut self.kind, BodyKind::Whole(None))
-                    && let Some(conn) = reader.into_reusable()
-                {
+        match std::mem::replace(&mut self.kind, BodyKind::Whole(None)) {
+            BodyKind::Hyper {
+                give_back: Some((pool, sender)),
+                ..
+            } => pool.give_back(sender),
+            BodyKind::Streaming(reader, pool) => {
+                if let Some(conn) = reader.into_reusable() {
                     pool.give_back_conn(conn);
                 }
             }
-            BodyKind::Whole(_) => {}
+            BodyKind::Hyper { .. } | BodyKind::Whole(_) => {}
         }
     }
 }
@@ -693,16 +698,13 @@ impl Body for UpstreamBody {
             BodyKind::Streaming(reader, _) => {
                 ready!(reader.poll_frame(cx)).map(|f| f.map_err(BodyError::from))
             }
-            BodyKind::Hyper { inner, give_back } => {
-                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
-                // A failed body leaves the connection in an unknown state.
-                if let Some(Err(_)) = &frame {
-                    *give_back = None;
-                }
-                frame.map(|f| f.map_err(BodyError::from))
+            BodyKind::Hyper { inner, .. } => {
+                ready!(Pin::new(inner).poll_frame(cx)).map(|f| f.map_err(BodyError::from))
             }
         };
         match &frame {
+            // A failed body leaves its connection in an unknown state: it
+            // is dropped (closed), not returned.
             Some(Err(_)) => self.kind = BodyKind::Whole(None),
             None => self.release(),
             Some(Ok(_)) if self.is_end_stream() => self.release(),
@@ -839,7 +841,7 @@ mod tests {
     /// keep-alive connection races a new request); later connections
     /// answer every request. Logs (connection, method) per request.
     async fn closes_after_one(log: Arc<Mutex<Vec<(usize, String)>>>) -> SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -851,21 +853,15 @@ mod tests {
                 };
                 let log = log.clone();
                 tokio::spawn(async move {
-                    let mut seen = Vec::new();
                     for served in 0.. {
-                        while !seen.ends_with(b"\r\n\r\n") {
-                            let mut byte = [0u8; 1];
-                            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            seen.push(byte[0]);
-                        }
-                        let method = String::from_utf8_lossy(&seen)
+                        let Some(head) = crate::h1::tests::read_head(&mut tcp).await else {
+                            return;
+                        };
+                        let method = String::from_utf8_lossy(&head)
                             .split(' ')
                             .next()
                             .unwrap_or("")
                             .to_owned();
-                        seen.clear();
                         lock(&log).push((conn, method));
                         if conn == 0 && served == 1 {
                             return;
