@@ -2,7 +2,10 @@
 //! received as JSON. Request headers steer it:
 //! - `x-test-delay-ms: N`: wait N ms before answering;
 //! - `x-test-download: N`: answer with N bytes, streamed in 64 KiB chunks;
-//! - the request body is always read to the end and counted, never buffered.
+//! - the request body is always read to the end and counted, never buffered;
+//! - a WebSocket handshake (`Upgrade: websocket` with a key) is accepted:
+//!   the upstream's first message is the JSON echo of the handshake
+//!   request, then it echoes every text and binary message.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -105,13 +108,17 @@ impl Upstream {
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
                         }
                         Some(tls) => {
                             let Ok(stream) = tls.accept(stream).await else {
                                 return;
                             };
-                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
                         }
                     }
                 });
@@ -130,7 +137,7 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// The echo handler, shared with the `weir-example-upstream` binary.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     name: Arc<str>,
     hits: Arc<AtomicUsize>,
 ) -> Result<Response<Body>, Infallible> {
@@ -145,6 +152,11 @@ pub async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let download: Option<usize> = header("x-test-download").and_then(|v| v.parse().ok());
+    let websocket_key = header("sec-websocket-key")
+        .filter(|_| header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")));
+    let on_upgrade = websocket_key
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut req));
     let mut headers = serde_json::Map::new();
     for (k, v) in req.headers() {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -168,6 +180,23 @@ pub async fn handle(
             Ok(f) => body_bytes += f.data_ref().map_or(0, Bytes::len),
             Err(_) => break,
         }
+    }
+    if let (Some(key), Some(on_upgrade)) = (websocket_key, on_upgrade) {
+        let hello = serde_json::json!({
+            "upstream": &*name,
+            "uri": uri,
+            "headers": headers,
+        });
+        tokio::spawn(websocket_echo(on_upgrade, hello.to_string()));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let resp = Response::builder()
+            .status(http::StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(BoxBody::new(http_body_util::Empty::new()))
+            .expect("101 response");
+        return Ok(resp);
     }
     if let Some(total) = download {
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -193,6 +222,31 @@ pub async fn handle(
     resp.headers_mut()
         .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
     Ok(resp)
+}
+
+/// The server side of a WebSocket session: `hello` first, then every text
+/// and binary message back as it came (tungstenite answers pings).
+async fn websocket_echo(on_upgrade: hyper::upgrade::OnUpgrade, hello: String) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        None,
+    )
+    .await;
+    if ws.send(Message::text(hello)).await.is_err() {
+        return;
+    }
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A stream of `total` bytes in `chunk`-sized frames, produced lazily.

@@ -9,7 +9,8 @@
 //!              3. path normalization    normalize.rs
 //!              4. route                 router.rs (snapshot loaded once)
 //!              5. forward               pool.rs (per-endpoint pools), route timeout;
-//!                                       h1.rs runs bodiless HTTP/1.1 exchanges in-task
+//!                                       h1.rs runs bodiless HTTP/1.1 exchanges in-task;
+//!                                       upgrade.rs relays WebSocket connections after a 101
 //!         ◀─ response (hop-by-hop stripped) or respond.rs JSON error
 //! ```
 //!
@@ -34,6 +35,7 @@ mod respond;
 pub mod router;
 mod server;
 pub mod tls;
+mod upgrade;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -160,6 +162,9 @@ pub struct Proxy {
     access_log: access_log::AccessLog,
     /// Certificates by SNI, swapped with each snapshot (HTTPS listeners).
     tls: Option<Arc<tls::Resolver>>,
+    /// Relays of upgraded connections, which outlive their HTTP
+    /// connection: the drain waits for them too.
+    relays: tokio_util::task::TaskTracker,
 }
 
 /// Per-connection facts a request needs.
@@ -212,6 +217,7 @@ impl Proxy {
             limiter,
             access_log: access_log::AccessLog::default(),
             tls: None,
+            relays: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -511,6 +517,13 @@ impl Proxy {
             return Ok((resp, target));
         };
         let protocol = endpoint.pool.protocol();
+        // An upgrade needs an HTTP/1.1 upstream; toward HTTP/2 the request
+        // goes as plain HTTP (its Upgrade stripped as hop-by-hop).
+        let upgrade = if protocol.is_h2() {
+            None
+        } else {
+            upgrade::requested(&req).map(|value| (value, hyper::upgrade::on(&mut req)))
+        };
         let uri = if protocol.is_h2() {
             // HTTP/2 names the host in :authority, taken from the URI: the
             // client's host, as an HTTP/1.1 upstream would see it in Host.
@@ -569,11 +582,34 @@ impl Proxy {
         }
         headers::set_forwarded(headers, &conn.peer_value, conn.proto, host_value);
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        let client_upgrade = upgrade.map(|(value, on)| {
+            upgrade::restore(headers, value);
+            on
+        });
 
         let addr = endpoint.addr;
         facts.upstream = Some(addr);
-        match tokio::time::timeout(target.timeout, endpoint.pool.send(req)).await {
+        let upgrading = client_upgrade.is_some();
+        let sent = async {
+            if upgrading {
+                // Boxed: rare, and not worth carrying in every request's
+                // future.
+                Box::pin(endpoint.pool.send_upgrade(req)).await
+            } else {
+                endpoint.pool.send(req).await
+            }
+        };
+        match tokio::time::timeout(target.timeout, sent).await {
             Ok(Ok(resp)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client) = client_upgrade
+                {
+                    let mut resp = self.switch(resp, client, &target, request_id);
+                    if let Some(h) = limit_headers {
+                        resp.headers_mut().extend(h);
+                    }
+                    return Ok((resp, target));
+                }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 // The client's connection is ours: answer in our HTTP version,
@@ -628,6 +664,55 @@ impl Proxy {
                 Ok((resp, target))
             }
         }
+    }
+}
+
+impl Proxy {
+    /// Answers the client's upgrade request with the upstream's `101` and
+    /// relays the two connections from then on (upgrade.rs).
+    fn switch(
+        &self,
+        mut resp: Response<pool::UpstreamBody>,
+        client: hyper::upgrade::OnUpgrade,
+        target: &router::Target,
+        request_id: &HeaderValue,
+    ) -> Response<Body> {
+        let upstream = hyper::upgrade::on(&mut resp);
+        let mut headers = resp.into_parts().0.headers;
+        // RFC 9110 §15.2.2: a 101 names the protocol switched to.
+        let Some(protocol) = headers.get(http::header::UPGRADE).cloned() else {
+            target.metrics.upstream_error(UpstreamErrorKind::Connect);
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_protocol_error",
+                "the backend switched protocols without naming one",
+                request_id,
+            );
+        };
+        headers::strip_hop_by_hop(&mut headers);
+        upgrade::restore(&mut headers, protocol);
+        self.relays.spawn(upgrade::relay(
+            client,
+            upstream,
+            target.timeout,
+            self.metrics.upgraded_connections.clone(),
+        ));
+        let mut switched = Response::new(Either::Right(Full::default()));
+        *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *switched.headers_mut() = headers;
+        switched
+    }
+
+    /// Waits until every relay of an upgraded connection has ended (after
+    /// the listeners stopped accepting).
+    pub async fn relays_ended(&self) {
+        self.relays.close();
+        self.relays.wait().await;
+    }
+
+    /// Upgraded connections being relayed.
+    pub fn relays_open(&self) -> usize {
+        self.relays.len()
     }
 }
 

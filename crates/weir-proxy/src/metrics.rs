@@ -21,6 +21,9 @@ pub struct ProxyMetrics {
     pub snapshot_routes: IntGauge,
     /// Client connections currently open.
     pub open_connections: IntGauge,
+    /// Client connections switched to another protocol (WebSocket) and
+    /// relayed to their upstream; no longer in `open_connections`.
+    pub upgraded_connections: IntGauge,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: prometheus::IntCounter,
     /// TLS handshakes that failed or timed out (scanners, clients that
@@ -89,6 +92,11 @@ impl ProxyMetrics {
             "Access-log lines dropped because the writer fell behind (requests never wait for it).",
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let upgraded_connections = IntGauge::new(
+            "weir_upgraded_connections",
+            "Client connections switched to another protocol (WebSocket) and relayed to their upstream.",
+        )?;
+        registry.register(Box::new(upgraded_connections.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         let tls_handshake_failures = prometheus::IntCounter::new(
             "weir_tls_handshake_failures_total",
@@ -102,6 +110,7 @@ impl ProxyMetrics {
             snapshot_generation,
             snapshot_routes,
             open_connections,
+            upgraded_connections,
             access_log_dropped,
             tls_handshake_failures,
         })

@@ -6,6 +6,7 @@
 //!                                              ├ HTTP/1.1, no request body, plain:
 //!                                              │    idle stack of h1::Conn (in-task exchange)
 //!                                              ├ HTTP/1.1 otherwise: idle stack of hyper senders
+//!                                              ├ HTTP/1.1 upgrades: a new connection each, never pooled
 //!                                              └ HTTP/2:   one shared connection
 //! ```
 //!
@@ -375,6 +376,20 @@ impl EndpointPool {
         }
     }
 
+    /// A request that asks to switch protocols (upgrade.rs), on a new
+    /// connection of its own: after a `101` the connection belongs to the
+    /// relay, and after any other answer it closes with the response body.
+    /// A `101` response carries the upstream's upgrade in its extensions
+    /// (`hyper::upgrade::on`).
+    pub(crate) async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut sender = Box::pin(self.connect::<Http1<true>>()).await?;
+        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+        Ok(resp.map(|body| UpstreamBody::new(body, None)))
+    }
+
     /// The most recently returned idle connection the upstream has not
     /// closed.
     fn checkout_conn(&self) -> Option<h1::Conn> {
@@ -415,7 +430,7 @@ impl EndpointPool {
                 // Boxed: connecting (TCP, TLS, handshake) is a large future
                 // needed once per connection; inline it would be carried and
                 // moved with every request's future.
-                None => (Box::pin(self.connect::<Http1>()).await?, false),
+                None => (Box::pin(self.connect::<Http1<false>>()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -584,10 +599,11 @@ where
     });
 }
 
-/// HTTP/1.1.
-struct Http1;
+/// HTTP/1.1; `UPGRADES` lets a `101` hand the connection over to the
+/// caller instead of failing the exchange.
+struct Http1<const UPGRADES: bool>;
 
-impl Handshake for Http1 {
+impl<const UPGRADES: bool> Handshake for Http1<UPGRADES> {
     type Sender = http1::SendRequest<Incoming>;
 
     async fn handshake(io: impl Io) -> Result<Self::Sender, SendError> {
@@ -595,7 +611,11 @@ impl Handshake for Http1 {
             .handshake(TokioIo::new(io))
             .await
             .map_err(SendError::Handshake)?;
-        drive(conn, "HTTP/1.1");
+        if UPGRADES {
+            drive(conn.with_upgrades(), "HTTP/1.1");
+        } else {
+            drive(conn, "HTTP/1.1");
+        }
         Ok(sender)
     }
 }
@@ -956,7 +976,7 @@ mod tests {
             let err = if protocol.is_h2() {
                 pool.connect::<Http2>().await.err()
             } else {
-                pool.connect::<Http1>().await.err()
+                pool.connect::<Http1<false>>().await.err()
             }
             .expect("refused");
             assert!(err.is_connect(), "{protocol:?}: {err}");

@@ -27,8 +27,9 @@ pub struct Listener {
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
-/// waits up to `drain` for in-flight requests; connections still open after
-/// that are closed. Returns how many connections were cut off.
+/// waits up to `drain` for in-flight requests and relayed (upgraded)
+/// connections; connections still open after that are closed. Returns how
+/// many connections were cut off.
 pub async fn serve(
     listener: Listener,
     proxy: Arc<Proxy>,
@@ -79,12 +80,20 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    tracing::info!(open, "Draining connections.");
+    tracing::info!(
+        open,
+        upgraded = proxy.relays_open(),
+        "Draining connections."
+    );
+    let drained = async {
+        graceful.shutdown().await;
+        proxy.relays_ended().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => { tracing::info!("All connections drained."); 0 }
+        () = drained => { tracing::info!("All connections drained."); 0 }
         () = tokio::time::sleep(drain) => {
             tracing::warn!("Drain deadline reached; closing the remaining connections.");
-            open
+            open + proxy.relays_open()
         }
     }
 }
@@ -165,7 +174,13 @@ async fn serve_io<IO>(
         async move { proxy.handle(req, info).await }
     });
     let io = TokioIo::new(FramingGuard::new(io, framing));
-    let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+    // Upgrades only happen when the handler answers 101 (upgrade.rs);
+    // other requests pay nothing for them.
+    let conn = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
     let gauge = &proxy.metrics.open_connections;
     gauge.inc();
     if let Err(e) = conn.await {
