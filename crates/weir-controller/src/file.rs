@@ -31,6 +31,10 @@ pub struct FileProvider {
     pub poll_interval: Duration,
     /// Longest a change waits for the folder to settle.
     pub max_delay: Duration,
+    /// The fingerprint of what was last read, so the watch compares against
+    /// what is served, not against the folder as it was when the watch task
+    /// first ran (an edit in between would go unseen).
+    served: Vec<FileStamp>,
 }
 
 #[derive(PartialEq, Eq, Debug)]
@@ -70,6 +74,7 @@ impl FileProvider {
             metrics,
             poll_interval: Duration::from_millis(200),
             max_delay: Duration::from_millis(500),
+            served: Vec::new(),
         }
     }
 
@@ -78,12 +83,13 @@ impl FileProvider {
     pub fn load(&mut self) -> Result<(), FileProviderError> {
         let stamps = fingerprint(&self.dir)?;
         self.reload(&stamps);
+        self.served = stamps;
         Ok(())
     }
 
     /// Polls for changes forever (the caller aborts the task on shutdown).
     pub async fn watch(mut self) {
-        let mut current = fingerprint(&self.dir).unwrap_or_default();
+        let mut current = std::mem::take(&mut self.served);
         loop {
             tokio::time::sleep(self.poll_interval).await;
             let Ok(mut seen) = fingerprint(&self.dir).inspect_err(|e| {
@@ -212,4 +218,55 @@ fn fingerprint(dir: &Path) -> Result<Vec<FileStamp>, FileProviderError> {
     }
     stamps.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(stamps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str) -> String {
+        format!(
+            "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: {name}.test
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, annotations: {{weir.dev/upstream: \"127.0.0.1:9\"}}}}
+spec: {{ports: [{{port: 80}}]}}
+"
+        )
+    }
+
+    /// An edit after `load` but before the watch task first runs (a busy
+    /// runtime, or a deploy script writing right after start) is picked up.
+    #[tokio::test]
+    async fn an_edit_before_the_watch_starts_is_seen() {
+        let dir = std::env::temp_dir().join(format!("weir-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), route("a")).unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let metrics = crate::ControllerMetrics::register(&prometheus::Registry::new()).unwrap();
+        let publisher = Publisher::new(tx, metrics.clone());
+        let mut provider =
+            FileProvider::new(dir.clone(), CompileOptions::default(), publisher, metrics);
+        provider.poll_interval = Duration::from_millis(20);
+        provider.load().unwrap();
+        let routes = |p: &Option<weir_snapshot::Published>| {
+            p.as_ref().map_or(0, |p| p.snapshot.route_count())
+        };
+        assert_eq!(routes(&rx.borrow()), 1);
+        std::fs::write(dir.join("b.yaml"), route("b")).unwrap();
+        let watch = tokio::spawn(provider.watch());
+        let seen =
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| routes(p) == 2)).await;
+        watch.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(seen.is_ok(), "the second file was never read");
+    }
 }
