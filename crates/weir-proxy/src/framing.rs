@@ -22,6 +22,7 @@
 //! nothing: hyper refuses malformed input on its own.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,9 +172,11 @@ impl Tracker {
             self.state = State::Off;
             return None;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 256];
-        let mut req = httparse::Request::new(&mut headers);
-        let len = match req.parse(&self.buf) {
+        // Uninitialized slots: the parser writes the ones it fills, so no
+        // 8 KiB of empty headers is written for every request.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(&self.buf, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return None,
             Err(_) => {
