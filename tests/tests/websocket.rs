@@ -147,6 +147,75 @@ async fn websocket_sessions_relay_both_ways_to_plain_and_tls_upstreams() {
 }
 
 #[tokio::test]
+async fn websocket_sessions_survive_snapshot_swaps() {
+    let up = Upstream::start("swaps").await;
+    let dir = TempDir::new("websocket-swaps");
+    let routes = |timeout: &str| {
+        format!(
+            "{}---\n{}",
+            ingress_yaml(
+                "ws",
+                &format!("weir.dev/request-timeout: {timeout}"),
+                "ws.test",
+                "/",
+                "Prefix",
+                "ws"
+            ),
+            service_yaml_with("ws", &up.addr.to_string(), "")
+        )
+    };
+    dir.write("ws.yaml", &routes("30s"));
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let (mut ws, _) = open(weir.http, "ws://ws.test/").await;
+    hello(&mut ws).await;
+    let client = http1();
+    for i in 0..10 {
+        // Another Ingress comes and goes, and the session's own Ingress
+        // changes: each is a new snapshot.
+        dir.write(
+            "other.yaml",
+            &route_yaml(
+                "other",
+                &format!("other{i}.test"),
+                "/",
+                "Prefix",
+                "other",
+                &up.addr.to_string(),
+            ),
+        );
+        dir.write("ws.yaml", &routes(&format!("{}s", 31 + i)));
+        weir_tests::await_status(
+            weir.http,
+            &format!("other{i}.test"),
+            200,
+            "the new snapshot",
+        )
+        .await;
+        ws.send(Message::text(format!("after swap {i}")))
+            .await
+            .expect("send");
+        assert_eq!(
+            next(&mut ws).await,
+            Message::text(format!("after swap {i}"))
+        );
+    }
+    // The route the session came in on goes away: the session stays, new
+    // handshakes get 404.
+    std::fs::remove_file(dir.0.join("ws.yaml")).expect("remove");
+    eventually(Duration::from_secs(10), "the route to go", || {
+        let client = client.clone();
+        let addr = weir.http;
+        async move {
+            let r = get(&client, addr, "ws.test", "/", &[]).await.ok()?;
+            (r.status == 404).then_some(())
+        }
+    })
+    .await;
+    ws.send(Message::text("route gone")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("route gone"));
+}
+
+#[tokio::test]
 async fn upgrades_weir_does_not_relay_stay_plain_http() {
     let up = Upstream::start("plain").await;
     let dir = TempDir::new("no-upgrade");
