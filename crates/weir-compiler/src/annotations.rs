@@ -48,6 +48,11 @@ pub const WEIR_BACKEND_SERVER_NAME: &str = "weir.dev/backend-server-name";
 /// `weir.dev/upstream` on a Service: static endpoints (`host:port,...`), for
 /// the manifest-folder provider where no EndpointSlice controller runs.
 pub const WEIR_UPSTREAM: &str = "weir.dev/upstream";
+/// `weir.dev/max-body-size`: the largest request body the Ingress's routes
+/// accept, in nginx size syntax (`512k`, `8m`, `1g`; `0` for no limit).
+pub const WEIR_MAX_BODY_SIZE: &str = "weir.dev/max-body-size";
+/// ingress-nginx's spelling (`client_max_body_size`), same syntax.
+const NGINX_PROXY_BODY_SIZE: &str = "nginx.ingress.kubernetes.io/proxy-body-size";
 /// The legacy class annotation, still honored when `ingressClassName` is unset.
 pub const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 /// Marks an IngressClass as the cluster default.
@@ -87,10 +92,29 @@ fn refused_nginx(name: &str) -> Option<&'static str> {
     None
 }
 
+/// An nginx size (`client_max_body_size`): bytes, or a number with `k`,
+/// `m` or `g` (either case) for KiB, MiB or GiB, as ingress-nginx passes
+/// `proxy-body-size` through. `None` for anything else, or an overflow.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let (digits, unit) = match value.as_bytes().last()? {
+        b'k' | b'K' => (&value[..value.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&value[..value.len() - 1], 1 << 20),
+        b'g' | b'G' => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// Settings an Ingress's annotations contribute to its routes.
 #[derive(Debug, Clone)]
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
+    /// Request body limit in bytes, `Some(0)` for none.
+    pub(crate) max_body_bytes: Option<u64>,
     pub(crate) access_log_off: bool,
     /// Redirect plain HTTP to HTTPS when the host has a certificate.
     pub(crate) ssl_redirect: bool,
@@ -109,6 +133,7 @@ impl Default for IngressSettings {
     fn default() -> Self {
         IngressSettings {
             timeout_ms: None,
+            max_body_bytes: None,
             access_log_off: false,
             ssl_redirect: true,
             force_ssl_redirect: false,
@@ -152,6 +177,19 @@ pub(crate) fn ingress_settings(
                     field(key),
                     "InvalidAnnotation",
                     format!("{value:?} is not a number of seconds between 1 and 86400"),
+                ),
+            }
+        } else if key == WEIR_MAX_BODY_SIZE || key == NGINX_PROXY_BODY_SIZE {
+            // weir.dev wins when both are set.
+            if key == NGINX_PROXY_BODY_SIZE && annotations.contains_key(WEIR_MAX_BODY_SIZE) {
+                continue;
+            }
+            match parse_size(value) {
+                Some(bytes) => settings.max_body_bytes = Some(bytes),
+                None => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!("{value:?} is not a size (bytes, or a number with k, m or g: \"8m\"; \"0\" for no limit)"),
                 ),
             }
         } else if key == WEIR_ACCESS_LOG || key == NGINX_ENABLE_ACCESS_LOG {
@@ -292,5 +330,38 @@ pub(crate) fn app_protocol(value: &str) -> Option<UpstreamProtocol> {
         "https" | "kubernetes.io/wss" | "wss" => Some(UpstreamProtocol::Https),
         "grpcs" | "h2" => Some(UpstreamProtocol::H2),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_in_nginx_syntax() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1024", 1024),
+            ("8k", 8 << 10),
+            ("8K", 8 << 10),
+            ("1m", 1 << 20),
+            (" 50M ", 50 << 20),
+            ("2g", 2 << 30),
+        ] {
+            assert_eq!(parse_size(text), Some(bytes), "{text:?}");
+        }
+        for bad in [
+            "",
+            "m",
+            "1.5m",
+            "-1",
+            "1mb",
+            "1 m",
+            "1t",
+            "99999999999999999999",
+            "18014398509481984k",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod annotations;
+pub use annotations::parse_size;
 mod backend;
 mod class;
 mod diagnostics;

@@ -26,6 +26,7 @@ fn action(i: usize) -> RouteAction {
             weight: 1,
         }],
         timeout_ms: None,
+        max_body_bytes: None,
         access_log_off: false,
         policy: None,
         https_redirect: false,
@@ -76,6 +77,7 @@ fn bench(c: &mut Criterion) {
         &Default::default(),
         &metrics,
         Duration::from_secs(1),
+        0,
     );
     let one_host = RouteTable::build(
         &snapshot(1, 10_000),
@@ -84,6 +86,7 @@ fn bench(c: &mut Criterion) {
         &Default::default(),
         &metrics,
         Duration::from_secs(1),
+        0,
     );
 
     c.bench_function("route/10k routes over 1k hosts", |b| {

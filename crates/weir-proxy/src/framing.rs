@@ -17,6 +17,14 @@
 //! ambiguous request may see the request before it refused too: the whole
 //! connection is untrusted from that point.
 //!
+//! The guard also closes connections the way nginx's `lingering_close`
+//! does. When weir answers before reading a whole request body (413, 401,
+//! a refused request) and then closes, the client may still be sending;
+//! closing a socket with unread bytes makes the kernel send a reset, and a
+//! reset can destroy the answer before the client has read it. So after
+//! sending its FIN the guard reads and drops what the client still sends,
+//! until the client closes too or [`LINGER`] passes.
+//!
 //! When the tracker meets something it cannot follow (an HTTP/2 preface, a
 //! head hyper will itself reject, an upgrade) it stops tracking and marks
 //! nothing: hyper refuses malformed input on its own.
@@ -26,7 +34,8 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -60,6 +69,10 @@ enum State {
     /// No longer tracking.
     Off,
 }
+
+/// Longest the guard reads and drops a client's bytes after weir's last
+/// response, before closing the socket.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Largest head the tracker buffers; hyper refuses larger ones anyway.
 const MAX_HEAD: usize = 256 * 1024;
@@ -239,6 +252,8 @@ pub struct FramingGuard<IO> {
     inner: IO,
     tracker: Tracker,
     shared: Arc<ConnFraming>,
+    /// Set once the FIN is sent: the end of the lingering close.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -248,6 +263,7 @@ impl<IO> FramingGuard<IO> {
             inner,
             tracker: Tracker::new(),
             shared,
+            linger: None,
         }
     }
 }
@@ -271,7 +287,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -282,8 +298,30 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
+    /// Sends the FIN, then lingers: reads and drops the client's bytes
+    /// until it closes, fails, or [`LINGER`] passes.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let linger = match &mut this.linger {
+            Some(linger) => linger,
+            None => {
+                ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+                this.linger.insert(Box::pin(tokio::time::sleep(LINGER)))
+            }
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if linger.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,

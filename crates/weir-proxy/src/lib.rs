@@ -31,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod normalize;
 pub mod pool;
+mod request_body;
 mod respond;
 pub mod router;
 mod server;
@@ -99,6 +100,9 @@ pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 pub struct ProxyConfig {
     /// Upstream response-header timeout when the route sets none.
     pub default_timeout: Duration,
+    /// Largest request body when the route sets none (413 beyond); 0
+    /// accepts any size.
+    pub max_body_bytes: u64,
     /// TCP connect timeout toward upstreams.
     pub connect_timeout: Duration,
     /// Time a client has to send a complete request head.
@@ -126,6 +130,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             default_timeout: Duration::from_secs(60),
+            // ingress-nginx's default `proxy-body-size`.
+            max_body_bytes: 1 << 20,
             connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             max_headers: 100,
@@ -252,6 +258,7 @@ impl Proxy {
             &limits,
             &self.metrics,
             self.config.default_timeout,
+            self.config.max_body_bytes,
         );
         let limit_series = limits::series(snapshot);
         let old = self.installed.swap(Arc::new(Installed {
@@ -397,6 +404,15 @@ impl Proxy {
                 request_id,
             );
             return Ok((resp, target));
+        }
+        // A declared length over the route's limit is refused before a byte
+        // of the body is read, and before any policy runs, as nginx's
+        // client_max_body_size is; bodies without a declared length are
+        // counted as they stream (request_body.rs).
+        if let Some(limit) = target.max_body
+            && declared_length(&req).is_some_and(|len| len > limit)
+        {
+            return Ok((body_too_large(limit, req.version(), request_id), target));
         }
 
         // HTTP/2 carries the host in :authority; the upstream needs a Host.
@@ -589,6 +605,8 @@ impl Proxy {
 
         let addr = endpoint.addr;
         facts.upstream = Some(addr);
+        let version = req.version();
+        let req = req.map(|body| request_body::RequestBody::new(body, target.max_body));
         let upgrading = client_upgrade.is_some();
         let sent = async {
             if upgrading {
@@ -623,6 +641,11 @@ impl Proxy {
             }
             Ok(Err(e)) => {
                 tracing::debug!(%addr, route = %target.name, error = %e, "Upstream request failed.");
+                if let Some(limit) = target.max_body
+                    && e.is_body_too_large()
+                {
+                    return Ok((body_too_large(limit, version, request_id), target));
+                }
                 if e.is_client_body() {
                     // The client's body was malformed or cut short while
                     // streaming: the client's fault, not the backend's.
@@ -717,6 +740,35 @@ impl Proxy {
 }
 
 type Rejection = (StatusCode, &'static str, &'static str);
+
+/// The request's `Content-Length`, when it has one (a second one was
+/// refused by `check_framing`).
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `413` for a body over the route's limit. An HTTP/1 connection closes:
+/// the rest of the body is never read, so nothing after it could be framed
+/// (an HTTP/2 stream just ends).
+fn body_too_large(limit: u64, version: Version, request_id: &HeaderValue) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than this route accepts ({limit} bytes)"),
+        request_id,
+    );
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
 
 /// Edge checks on framing and size that hyper's parser leaves to us.
 /// Ambiguous framing is refused, never normalized and passed on.

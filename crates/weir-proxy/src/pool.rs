@@ -68,6 +68,7 @@ use tokio_rustls::TlsConnector;
 use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
 use crate::h1;
+use crate::request_body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
 /// come back. The stack never grows beyond the peak concurrency anyway.
@@ -111,6 +112,12 @@ impl SendError {
     /// (malformed chunk, cut short): the client's fault, not the backend's.
     pub(crate) fn is_client_body(&self) -> bool {
         matches!(self, SendError::Http(e) if e.is_user())
+    }
+
+    /// The client's request body went past the route's limit while it was
+    /// streamed upstream.
+    pub(crate) fn is_body_too_large(&self) -> bool {
+        matches!(self, SendError::Http(e) if crate::request_body::is_too_large(e))
     }
 }
 
@@ -286,7 +293,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -308,7 +315,7 @@ pub(crate) struct EndpointPool {
     /// the request's task (h1.rs); most recently used last.
     idle_conns: Mutex<Vec<IdleConn>>,
     /// The HTTP/2 connection, once made.
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent
     /// requests share it.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -324,7 +331,7 @@ impl EndpointPool {
     /// returns the response once its head has arrived; the body streams.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if self.protocol.is_h2() {
             self.send_h2(req).await
@@ -383,7 +390,7 @@ impl EndpointPool {
     /// (`hyper::upgrade::on`).
     pub(crate) async fn send_upgrade(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let mut sender = Box::pin(self.connect::<Http1<true>>()).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
@@ -422,7 +429,7 @@ impl EndpointPool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
             let (mut sender, reused) = match self.checkout().await {
@@ -453,7 +460,7 @@ impl EndpointPool {
     }
 
     /// The most recently returned idle connection that is still open.
-    async fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
+    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let idle = lock(&self.idle).pop()?;
             if idle.sender.is_closed() || idle.since.elapsed() >= self.connector.idle_timeout {
@@ -468,7 +475,7 @@ impl EndpointPool {
         }
     }
 
-    fn give_back(&self, sender: http1::SendRequest<Incoming>) {
+    fn give_back(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -484,7 +491,7 @@ impl EndpointPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let mut fresh = false;
         loop {
@@ -506,7 +513,7 @@ impl EndpointPool {
     }
 
     /// The shared HTTP/2 connection, made if there is none (`true`).
-    async fn h2_sender(&self) -> Result<(http2::SendRequest<Incoming>, bool), SendError> {
+    async fn h2_sender(&self) -> Result<(http2::SendRequest<RequestBody>, bool), SendError> {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
@@ -519,7 +526,7 @@ impl EndpointPool {
         Ok((sender, true))
     }
 
-    fn open_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn open_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
         lock(&self.h2).as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
@@ -604,7 +611,7 @@ where
 struct Http1<const UPGRADES: bool>;
 
 impl<const UPGRADES: bool> Handshake for Http1<UPGRADES> {
-    type Sender = http1::SendRequest<Incoming>;
+    type Sender = http1::SendRequest<RequestBody>;
 
     async fn handshake(io: impl Io) -> Result<Self::Sender, SendError> {
         let (sender, conn) = http1::Builder::new()
@@ -624,7 +631,7 @@ impl<const UPGRADES: bool> Handshake for Http1<UPGRADES> {
 struct Http2;
 
 impl Handshake for Http2 {
-    type Sender = http2::SendRequest<Incoming>;
+    type Sender = http2::SendRequest<RequestBody>;
 
     async fn handshake(io: impl Io) -> Result<Self::Sender, SendError> {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -652,7 +659,7 @@ enum BodyKind {
     /// From hyper's client (HTTP/2, TLS, requests with a body).
     Hyper {
         inner: Incoming,
-        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
     },
     /// Arrived with the response head; `None` once taken or when empty.
     Whole(Option<Bytes>),
@@ -674,7 +681,7 @@ pub enum BodyError {
 impl UpstreamBody {
     fn new(
         inner: Incoming,
-        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<Incoming>)>,
+        give_back: Option<(Arc<EndpointPool>, http1::SendRequest<RequestBody>)>,
     ) -> Self {
         let mut body = UpstreamBody {
             kind: BodyKind::Hyper { inner, give_back },

@@ -78,6 +78,8 @@ pub struct Target {
     total_weight: u32,
     cursor: AtomicUsize,
     pub(crate) timeout: Duration,
+    /// Largest request body accepted (413 beyond); `None` accepts any.
+    pub(crate) max_body: Option<u64>,
     /// The route opted out of the access log.
     pub(crate) access_log_off: bool,
     /// Plain-HTTP requests are redirected to HTTPS.
@@ -156,6 +158,7 @@ impl RouteTable {
         limits: &HashMap<String, Arc<crate::limits::PolicyLimits>>,
         metrics: &ProxyMetrics,
         default_timeout: Duration,
+        default_max_body: u64,
     ) -> Self {
         let upstreams: HashMap<&str, Arc<Upstream>> = snapshot
             .upstreams
@@ -200,6 +203,8 @@ impl RouteTable {
                 timeout: action
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
+                max_body: Some(action.max_body_bytes.unwrap_or(default_max_body))
+                    .filter(|limit| *limit > 0),
                 access_log_off: action.access_log_off,
                 https_redirect: action.https_redirect,
                 hsts: action.hsts,
@@ -300,6 +305,7 @@ mod tests {
                 weight: 1,
             }],
             timeout_ms: None,
+            max_body_bytes: None,
             access_log_off: false,
             policy: None,
             https_redirect: false,
@@ -362,6 +368,7 @@ mod tests {
             &HashMap::new(),
             &metrics,
             Duration::from_secs(1),
+            0,
         )
     }
 

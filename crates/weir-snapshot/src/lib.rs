@@ -153,6 +153,10 @@ pub struct RouteAction {
     /// proxy's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Largest request body accepted, in bytes (413 beyond); `Some(0)`
+    /// accepts any size, `None` means the proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     /// No access-log lines for this route (`weir.dev/access-log: "false"`):
     /// health checks and noisy internal routes stay out of the logs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -148,6 +148,11 @@ pub struct ListenArgs {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = duration, env = "WEIR_DRAIN_TIMEOUT")]
     pub drain_timeout: Dur,
+    /// Largest request body a route accepts unless its Ingress sets
+    /// proxy-body-size or weir.dev/max-body-size (413 beyond); nginx size
+    /// syntax (512k, 8m, 1g), 0 for no limit. 1m is ingress-nginx's default.
+    #[arg(long, default_value = "1m", value_parser = size, env = "WEIR_MAX_BODY_SIZE")]
+    pub max_body_size: u64,
     /// Most request headers (431 beyond).
     #[arg(long, default_value_t = 100, env = "WEIR_MAX_HEADERS")]
     pub max_headers: usize,
@@ -291,6 +296,7 @@ impl ListenArgs {
             max_headers: self.max_headers,
             max_header_bytes: self.max_header_bytes,
             max_uri_len: self.max_uri_bytes,
+            max_body_bytes: self.max_body_size,
             trusted_proxies: self.trusted_proxies.clone(),
             https_redirect_port: self.https_redirect_port,
             hsts: self.hsts(),
@@ -332,6 +338,12 @@ impl From<Dur> for Duration {
 
 fn duration(s: &str) -> Result<Dur, String> {
     weir_compiler::parse_duration_ms(s).map(|ms| Dur(Duration::from_millis(ms)))
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    weir_compiler::parse_size(s).ok_or_else(|| {
+        format!("{s:?} is not a size (bytes, or a number with k, m or g: 8m; 0 for no limit)")
+    })
 }
 
 fn service_ref(s: &str) -> Result<ServiceRef, String> {
