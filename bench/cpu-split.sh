@@ -14,9 +14,7 @@ source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
 other=${3:-}
-for tool in wrk taskset nginx curl; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk util-linux nginx curl)" >&2; exit 1; }
-done
+require_tools wrk taskset nginx curl
 [ -x target/release/weir ] || cargo build --locked --release -p weir
 base=${BASE_PORT:-19380}
 dir=$(mktemp -d)

@@ -5,6 +5,18 @@ wrk_summary() {
   awk '/requests in/ {n=$1} /Non-2xx/ {bad=$NF} /Requests\/sec/ {r=$2} END {print r, n, bad + 0}'
 }
 
+# require_tools TOOL...: exits with the Debian packages to install when one
+# of the tools is missing
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || {
+      echo "$tool is needed (apt-get install $(printf '%s\n' "$@" | sed 's/^taskset$/util-linux/; s/^redis-cli$/redis-tools/' | sort -u | tr '\n' ' '))" >&2
+      exit 1
+    }
+  done
+}
+
 # median VALUE...: the median of the numbers given
 median() {
   printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'

@@ -26,9 +26,8 @@ case $mode in
   local) tools="wrk taskset" goal=0.85 ;;
   *) echo "unknown mode $mode (jwt, ratelimit or local)" >&2; exit 2 ;;
 esac
-for tool in $tools; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk util-linux openssl redis-server)" >&2; exit 1; }
-done
+# shellcheck disable=SC2086 # a word list
+require_tools $tools
 cargo build --locked --release -p weir -p weir-tests --bins
 base=${BASE_PORT:-19180}
 redis_port=$base origin=127.0.0.1:$((base + 1)) http=127.0.0.1:$((base + 2))

@@ -15,9 +15,7 @@ source bench/lib.sh
 rounds=${1:-5}
 seconds=${2:-8}
 close=${3:-}
-for tool in wrk taskset openssl nginx curl; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk util-linux openssl nginx curl)" >&2; exit 1; }
-done
+require_tools wrk taskset openssl nginx curl
 cargo build --locked --release -p weir -p weir-tests --bins
 base=${BASE_PORT:-19280}
 origin=127.0.0.1:$((base + 1)) weir=127.0.0.1:$((base + 2)) nginx=127.0.0.1:$((base + 3))

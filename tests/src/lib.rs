@@ -105,6 +105,24 @@ pub fn route_yaml(
     )
 }
 
+/// [`route_yaml`] for every path (`/`, Prefix) of `host`, with annotations
+/// on the Ingress and on the Service (flow-style map entries, either may be
+/// empty).
+pub fn route_yaml_with(
+    ingress: &str,
+    annotations: &str,
+    host: &str,
+    service: &str,
+    upstream: &str,
+    service_annotations: &str,
+) -> String {
+    format!(
+        "{}---\n{}",
+        ingress_yaml(ingress, annotations, host, "/", "Prefix", service),
+        service_yaml_with(service, upstream, service_annotations)
+    )
+}
+
 /// One Ingress with one path to `service` port 80, with `annotations`
 /// (flow-style map entries, e.g. `weir.dev/access-log: "false"`).
 pub fn ingress_yaml(

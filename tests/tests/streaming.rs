@@ -8,7 +8,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, ingress_yaml, service_yaml};
+use weir_tests::{TempDir, route_yaml_with};
 
 const SIZE: usize = 50 * 1024 * 1024;
 /// RSS growth allowed while 50 MB pass: far below the body size.
@@ -21,17 +21,13 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
     dir.write(
         "r.yaml",
         // "0": no body limit (the default is ingress-nginx's 1m).
-        &format!(
-            "{}---\n{}",
-            ingress_yaml(
-                "bulk",
-                "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
-                "bulk.test",
-                "/",
-                "Prefix",
-                "bulk",
-            ),
-            service_yaml("bulk", &up.addr.to_string())
+        &route_yaml_with(
+            "bulk",
+            "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+            "bulk.test",
+            "bulk",
+            &up.addr.to_string(),
+            "",
         ),
     );
     let weir = Weir::serve(&dir.0, &[]).await;

@@ -18,7 +18,7 @@ use weir_tests::client::{get, h2c, http1};
 use weir_tests::pki::Ca;
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, ingress_yaml, route_yaml, service_yaml, service_yaml_with};
+use weir_tests::{TempDir, ingress_yaml, route_yaml, service_yaml};
 
 /// An Ingress `name` routing host `<name>.test` to Service `service`, with
 /// `annotations` (flow-style map entries).
@@ -41,10 +41,13 @@ fn route(
     upstream: SocketAddr,
     service_annotations: &str,
 ) -> String {
-    format!(
-        "{}---\n{}",
-        ingress(name, annotations, service),
-        service_yaml_with(service, &upstream.to_string(), service_annotations)
+    weir_tests::route_yaml_with(
+        name,
+        annotations,
+        &format!("{name}.test"),
+        service,
+        &upstream.to_string(),
+        service_annotations,
     )
 }
 

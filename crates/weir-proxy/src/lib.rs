@@ -408,9 +408,12 @@ impl Proxy {
         // A declared length over the route's limit is refused before a byte
         // of the body is read, and before any policy runs, as nginx's
         // client_max_body_size is; bodies without a declared length are
-        // counted as they stream (request_body.rs).
+        // counted as they stream (request_body.rs). hyper's size hint is
+        // the declared length (HTTP/1 Content-Length, HTTP/2 content-length).
         if let Some(limit) = target.max_body
-            && declared_length(&req).is_some_and(|len| len > limit)
+            && hyper::body::Body::size_hint(req.body())
+                .exact()
+                .is_some_and(|len| len > limit)
         {
             return Ok((body_too_large(limit, req.version(), request_id), target));
         }
@@ -704,6 +707,7 @@ impl Proxy {
         let mut headers = resp.into_parts().0.headers;
         // RFC 9110 §15.2.2: a 101 names the protocol switched to.
         let Some(protocol) = headers.get(http::header::UPGRADE).cloned() else {
+            tracing::debug!(route = %target.name, "Upstream answered 101 without an Upgrade field.");
             target.metrics.upstream_error(UpstreamErrorKind::Connect);
             return error(
                 StatusCode::BAD_GATEWAY,
@@ -740,18 +744,6 @@ impl Proxy {
 }
 
 type Rejection = (StatusCode, &'static str, &'static str);
-
-/// The request's `Content-Length`, when it has one (a second one was
-/// refused by `check_framing`).
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 /// `413` for a body over the route's limit. An HTTP/1 connection closes:
 /// the rest of the body is never read, so nothing after it could be framed

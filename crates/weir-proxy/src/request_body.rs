@@ -15,9 +15,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 /// A request body with an optional byte limit.
 pub struct RequestBody {
     inner: Incoming,
-    /// Bytes still allowed; `None` for no limit.
-    left: Option<u64>,
-    limit: u64,
+    /// Most bytes allowed; `None` for no limit.
+    limit: Option<u64>,
+    /// Bytes passed on so far.
+    seen: u64,
 }
 
 /// Why a request body stopped.
@@ -36,8 +37,8 @@ impl RequestBody {
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
         RequestBody {
             inner,
-            left: limit,
-            limit: limit.unwrap_or(0),
+            limit,
+            seen: 0,
         }
     }
 }
@@ -51,13 +52,13 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(f)) = &frame
+        if let Some(limit) = self.limit
+            && let Some(Ok(f)) = &frame
             && let Some(data) = f.data_ref()
-            && let Some(left) = self.left
         {
-            match left.checked_sub(data.len() as u64) {
-                Some(rest) => self.left = Some(rest),
-                None => return Poll::Ready(Some(Err(RequestBodyError::TooLarge(self.limit)))),
+            self.seen += data.len() as u64;
+            if self.seen > limit {
+                return Poll::Ready(Some(Err(RequestBodyError::TooLarge(limit))));
             }
         }
         Poll::Ready(frame.map(|f| f.map_err(RequestBodyError::from)))

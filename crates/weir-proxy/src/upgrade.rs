@@ -107,13 +107,14 @@ pub(crate) async fn relay(client: OnUpgrade, upstream: OnUpgrade, idle: Duration
     let down = pass(&mut from_upstream, &mut to_client, "upstream");
     tokio::pin!(up, down);
     loop {
-        let quiet_since = epoch + Duration::from_millis(last.load(Ordering::Relaxed));
+        // Wakes when the session would have been quiet for `idle`; bytes
+        // that moved meanwhile push the deadline on.
+        let moved = last.load(Ordering::Relaxed);
         tokio::select! {
             () = &mut up => break,
             () = &mut down => break,
-            () = tokio::time::sleep_until(quiet_since + idle) => {
-                let moved = epoch + Duration::from_millis(last.load(Ordering::Relaxed));
-                if moved + idle <= Instant::now() {
+            () = tokio::time::sleep_until(epoch + Duration::from_millis(moved) + idle) => {
+                if last.load(Ordering::Relaxed) == moved {
                     tracing::debug!(idle = ?idle, "Upgraded connection idle; closing it.");
                     break;
                 }
