@@ -21,6 +21,16 @@ use weir_snapshot::Published;
 
 use crate::cli::{ClassArgs, Cli, Command, ListenArgs, LogFormat};
 
+/// mimalloc instead of glibc's malloc: a proxied request allocates and
+/// frees dozens of short-lived blocks (header maps, buffers, futures), and
+/// glibc's allocator spends part of each request consolidating its free
+/// lists. Measured with `bench/cpu-split.sh` (A/B in one run, both orders):
+/// about 5 % less CPU per proxied request. Built without transparent huge
+/// pages (`no_thp`): with them its arenas cost 10 MB more RSS at idle.
+/// linkerd2-proxy replaces the allocator (with jemalloc) for the same reason.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log_level)?;
