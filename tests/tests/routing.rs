@@ -6,7 +6,7 @@ use std::time::Duration;
 use weir_tests::client::{get, h2c, http1};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, ingress_yaml, route_yaml, service_yaml};
+use weir_tests::{TempDir, ingress_yaml, route_yaml, route_yaml_with, service_yaml};
 
 fn ingress(name: &str, host: Option<&str>, paths: &[(&str, &str, &str)]) -> String {
     let host = host
@@ -290,6 +290,51 @@ async fn upstream_timeout_is_504() {
     .await
     .unwrap();
     assert_eq!(r.status, 200);
+}
+
+/// A backend that never completes the TCP handshake (its accept queue is
+/// full, so the kernel drops the SYN) is given up on after the route's
+/// `proxy-connect-timeout`, not the 30 s default, with a 504 as nginx
+/// answers.
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Backlog 0: one connection fills the queue; nothing is ever accepted.
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let dir = TempDir::new("connect-timeout");
+    let yaml = route_yaml_with(
+        "hang",
+        r#"nginx.ingress.kubernetes.io/proxy-connect-timeout: "1""#,
+        "hang.test",
+        "hang",
+        &addr.to_string(),
+        "",
+    );
+    dir.write("hang.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &["--connect-timeout", "30s"]).await;
+    let client = http1();
+    let start = std::time::Instant::now();
+    let r = get(&client, weir.http, "hang.test", "/", &[])
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (504, "upstream_connect_timeout")
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
+        "answered after {took:?}: the route's 1 s, not the flag's 30 s"
+    );
+    let metrics = weir.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"weir_upstream_errors_total{kind="connect",route="default/hang"} 1"#),
+        "{metrics}"
+    );
+    drop(listener);
 }
 
 #[tokio::test]

@@ -21,6 +21,11 @@ use crate::duration::parse_duration_ms;
 
 /// `weir.dev/request-timeout`: upstream response-header timeout, Go duration.
 pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
+/// `weir.dev/connect-timeout`: how long connecting to a backend (TCP, TLS,
+/// HTTP/2 handshake) may take before 504, Go duration.
+pub const WEIR_CONNECT_TIMEOUT: &str = "weir.dev/connect-timeout";
+/// ingress-nginx's spelling (`proxy_connect_timeout`), in seconds.
+const NGINX_PROXY_CONNECT_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-connect-timeout";
 /// `weir.dev/access-log`: `"false"` keeps this Ingress's requests out of
 /// the access log.
 pub const WEIR_ACCESS_LOG: &str = "weir.dev/access-log";
@@ -92,6 +97,17 @@ fn refused_nginx(name: &str) -> Option<&'static str> {
     None
 }
 
+/// An ingress-nginx timeout annotation: whole seconds, 1 to 86400, as
+/// milliseconds.
+fn nginx_seconds(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(s) if (1..=86_400).contains(&s) => Ok(s * 1000),
+        _ => Err(format!(
+            "{value:?} is not a number of seconds between 1 and 86400"
+        )),
+    }
+}
+
 /// An nginx size (`client_max_body_size`): bytes, or a number with `k`,
 /// `m` or `g` (either case) for KiB, MiB or GiB, as ingress-nginx passes
 /// `proxy-body-size` through. `None` for anything else, or an overflow.
@@ -113,6 +129,7 @@ pub fn parse_size(value: &str) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
+    pub(crate) connect_timeout_ms: Option<u64>,
     /// Request body limit in bytes, `Some(0)` for none.
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) access_log_off: bool,
@@ -133,6 +150,7 @@ impl Default for IngressSettings {
     fn default() -> Self {
         IngressSettings {
             timeout_ms: None,
+            connect_timeout_ms: None,
             max_body_bytes: None,
             access_log_off: false,
             ssl_redirect: true,
@@ -171,13 +189,28 @@ pub(crate) fn ingress_settings(
             if annotations.contains_key(WEIR_REQUEST_TIMEOUT) {
                 continue;
             }
-            match value.trim().parse::<u64>() {
-                Ok(s) if (1..=86_400).contains(&s) => settings.timeout_ms = Some(s * 1000),
-                _ => report.error(
+            match nginx_seconds(value) {
+                Ok(ms) => settings.timeout_ms = Some(ms),
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == WEIR_CONNECT_TIMEOUT {
+            match parse_duration_ms(value) {
+                Ok(ms) if ms > 0 => settings.connect_timeout_ms = Some(ms),
+                Ok(_) => report.error(
                     field(key),
                     "InvalidAnnotation",
-                    format!("{value:?} is not a number of seconds between 1 and 86400"),
+                    "timeout must be positive".into(),
                 ),
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == NGINX_PROXY_CONNECT_TIMEOUT {
+            // weir.dev wins when both are set.
+            if annotations.contains_key(WEIR_CONNECT_TIMEOUT) {
+                continue;
+            }
+            match nginx_seconds(value) {
+                Ok(ms) => settings.connect_timeout_ms = Some(ms),
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
             }
         } else if key == WEIR_MAX_BODY_SIZE || key == NGINX_PROXY_BODY_SIZE {
             // weir.dev wins when both are set.

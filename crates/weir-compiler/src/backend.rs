@@ -192,6 +192,7 @@ impl<'a> Resolver<'a> {
                 weight: 1,
             }],
             timeout_ms: None,
+            connect_timeout_ms: None,
             max_body_bytes: None,
             access_log_off: false,
             policy: None,

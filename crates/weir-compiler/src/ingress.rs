@@ -346,6 +346,7 @@ fn action(
             weight: 1,
         }],
         timeout_ms: settings.timeout_ms,
+        connect_timeout_ms: settings.connect_timeout_ms,
         max_body_bytes: settings.max_body_bytes,
         access_log_off: settings.access_log_off,
         policy,

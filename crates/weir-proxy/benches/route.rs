@@ -26,6 +26,7 @@ fn action(i: usize) -> RouteAction {
             weight: 1,
         }],
         timeout_ms: None,
+        connect_timeout_ms: None,
         max_body_bytes: None,
         access_log_off: false,
         policy: None,

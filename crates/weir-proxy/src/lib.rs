@@ -615,9 +615,9 @@ impl Proxy {
             if upgrading {
                 // Boxed: rare, and not worth carrying in every request's
                 // future.
-                Box::pin(endpoint.pool.send_upgrade(req)).await
+                Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
             } else {
-                endpoint.pool.send(req).await
+                endpoint.pool.send(req, target.connect_timeout).await
             }
         };
         match tokio::time::timeout(target.timeout, sent).await {
@@ -657,6 +657,15 @@ impl Proxy {
                         "invalid_request_body",
                         "the request body was malformed or incomplete",
                         request_id,
+                    );
+                    return Ok((resp, target));
+                }
+                if e.is_connect_timeout() {
+                    let resp = fail(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_connect_timeout",
+                        "could not connect to the backend in time",
+                        UpstreamErrorKind::Connect,
                     );
                     return Ok((resp, target));
                 }

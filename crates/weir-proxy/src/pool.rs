@@ -108,6 +108,13 @@ impl SendError {
         !matches!(self, SendError::Http(_) | SendError::Exchange(_))
     }
 
+    /// Connecting took longer than the connect timeout: the backend did not
+    /// answer at all (a dropped SYN, a full accept queue), which nginx
+    /// answers with 504 as well.
+    pub(crate) fn is_connect_timeout(&self) -> bool {
+        matches!(self, SendError::ConnectTimeout)
+    }
+
     /// The client's request body failed while it was streamed upstream
     /// (malformed chunk, cut short): the client's fault, not the backend's.
     pub(crate) fn is_client_body(&self) -> bool {
@@ -329,17 +336,21 @@ impl EndpointPool {
 
     /// Sends `req` (its URI already in the form the protocol wants) and
     /// returns the response once its head has arrived; the body streams.
+    /// A new connection made for it gets `connect_timeout` (the route's),
+    /// or the pools' default.
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if self.protocol.is_h2() {
-            self.send_h2(req).await
+            self.send_h2(req, connect_timeout).await
         } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
             // The body is empty: only the head goes.
-            self.send_bodiless(req.into_parts().0).await
+            self.send_bodiless(req.into_parts().0, connect_timeout)
+                .await
         } else {
-            self.send_h1(req).await
+            self.send_h1(req, connect_timeout).await
         }
     }
 
@@ -352,13 +363,14 @@ impl EndpointPool {
     async fn send_bodiless(
         self: &Arc<Self>,
         parts: http::request::Parts,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let head = h1::encode_request(&parts);
         let idempotent = parts.method.is_idempotent();
         loop {
             let (conn, reused) = match self.checkout_conn() {
                 Some(conn) => (conn, true),
-                None => (Box::pin(self.connect_conn()).await?, false),
+                None => (Box::pin(self.connect_conn(connect_timeout)).await?, false),
             };
             match h1::exchange(conn, &head, &parts.method).await {
                 Ok((resp, answer)) => {
@@ -391,8 +403,9 @@ impl EndpointPool {
     pub(crate) async fn send_upgrade(
         &self,
         req: Request<RequestBody>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let mut sender = Box::pin(self.connect::<Http1<true>>()).await?;
+        let mut sender = Box::pin(self.connect::<Http1<true>>(connect_timeout)).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
         Ok(resp.map(|body| UpstreamBody::new(body, None)))
     }
@@ -421,8 +434,8 @@ impl EndpointPool {
         });
     }
 
-    async fn connect_conn(&self) -> Result<h1::Conn, SendError> {
-        self.within_connect_timeout(self.tcp())
+    async fn connect_conn(&self, timeout: Option<Duration>) -> Result<h1::Conn, SendError> {
+        self.within_connect_timeout(timeout, self.tcp())
             .await
             .map(h1::Conn::new)
     }
@@ -430,6 +443,7 @@ impl EndpointPool {
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
             let (mut sender, reused) = match self.checkout().await {
@@ -437,7 +451,10 @@ impl EndpointPool {
                 // Boxed: connecting (TCP, TLS, handshake) is a large future
                 // needed once per connection; inline it would be carried and
                 // moved with every request's future.
-                None => (Box::pin(self.connect::<Http1<false>>()).await?, false),
+                None => (
+                    Box::pin(self.connect::<Http1<false>>(connect_timeout)).await?,
+                    false,
+                ),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -492,10 +509,11 @@ impl EndpointPool {
     async fn send_h2(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let mut fresh = false;
         loop {
-            let (mut sender, made) = self.h2_sender().await?;
+            let (mut sender, made) = self.h2_sender(connect_timeout).await?;
             fresh |= made;
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
@@ -513,7 +531,10 @@ impl EndpointPool {
     }
 
     /// The shared HTTP/2 connection, made if there is none (`true`).
-    async fn h2_sender(&self) -> Result<(http2::SendRequest<RequestBody>, bool), SendError> {
+    async fn h2_sender(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<(http2::SendRequest<RequestBody>, bool), SendError> {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
@@ -521,7 +542,7 @@ impl EndpointPool {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
-        let sender = Box::pin(self.connect::<Http2>()).await?;
+        let sender = Box::pin(self.connect::<Http2>(connect_timeout)).await?;
         *lock(&self.h2) = Some(sender.clone());
         Ok((sender, true))
     }
@@ -541,7 +562,10 @@ impl EndpointPool {
 
     /// A new connection: TCP, TLS when the transport has it, then `H`'s
     /// HTTP handshake, all within the connect timeout.
-    async fn connect<H: Handshake>(&self) -> Result<H::Sender, SendError> {
+    async fn connect<H: Handshake>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<H::Sender, SendError> {
         let connect = async {
             let tcp = self.tcp().await?;
             match &self.transport {
@@ -556,16 +580,17 @@ impl EndpointPool {
                 Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
             }
         };
-        self.within_connect_timeout(connect).await
+        self.within_connect_timeout(timeout, connect).await
     }
 
     /// Connecting, whatever it takes (TCP, TLS, HTTP handshake), gets one
-    /// connect timeout.
+    /// connect timeout: `timeout` (the route's), or the pools' default.
     async fn within_connect_timeout<T>(
         &self,
+        timeout: Option<Duration>,
         connect: impl Future<Output = Result<T, SendError>>,
     ) -> Result<T, SendError> {
-        tokio::time::timeout(self.connector.connect_timeout, connect)
+        tokio::time::timeout(timeout.unwrap_or(self.connector.connect_timeout), connect)
             .await
             .map_err(|_| SendError::ConnectTimeout)?
     }
@@ -923,7 +948,7 @@ mod tests {
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         for _ in 0..2 {
             let resp = pool
-                .send_bodiless(request(http::Method::GET))
+                .send_bodiless(request(http::Method::GET), None)
                 .await
                 .expect("answered");
             assert_eq!(resp.status(), 200);
@@ -946,12 +971,12 @@ mod tests {
         let addr = closes_after_one(Arc::clone(&log)).await;
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         let resp = pool
-            .send_bodiless(request(http::Method::POST))
+            .send_bodiless(request(http::Method::POST), None)
             .await
             .expect("answered");
         assert_eq!(resp.status(), 200);
         let err = pool
-            .send_bodiless(request(http::Method::POST))
+            .send_bodiless(request(http::Method::POST), None)
             .await
             .err()
             .expect("unanswered");
@@ -981,9 +1006,9 @@ mod tests {
         ] {
             let pool = pools.endpoint(addr, protocol, None);
             let err = if protocol.is_h2() {
-                pool.connect::<Http2>().await.err()
+                pool.connect::<Http2>(None).await.err()
             } else {
-                pool.connect::<Http1<false>>().await.err()
+                pool.connect::<Http1<false>>(None).await.err()
             }
             .expect("refused");
             assert!(err.is_connect(), "{protocol:?}: {err}");

@@ -78,6 +78,9 @@ pub struct Target {
     total_weight: u32,
     cursor: AtomicUsize,
     pub(crate) timeout: Duration,
+    /// Connect timeout for new upstream connections; `None` is the pools'
+    /// default (`--connect-timeout`).
+    pub(crate) connect_timeout: Option<Duration>,
     /// Largest request body accepted (413 beyond); `None` accepts any.
     pub(crate) max_body: Option<u64>,
     /// The route opted out of the access log.
@@ -203,6 +206,7 @@ impl RouteTable {
                 timeout: action
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
+                connect_timeout: action.connect_timeout_ms.map(Duration::from_millis),
                 max_body: Some(action.max_body_bytes.unwrap_or(default_max_body))
                     .filter(|limit| *limit > 0),
                 access_log_off: action.access_log_off,
@@ -305,6 +309,7 @@ mod tests {
                 weight: 1,
             }],
             timeout_ms: None,
+            connect_timeout_ms: None,
             max_body_bytes: None,
             access_log_off: false,
             policy: None,

@@ -153,6 +153,10 @@ pub struct RouteAction {
     /// proxy's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Upstream connect timeout for this route (TCP, TLS and handshake of a
+    /// new connection); `None` means the proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
     /// Largest request body accepted, in bytes (413 beyond); `Some(0)`
     /// accepts any size, `None` means the proxy's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -139,7 +139,7 @@ pub struct ListenArgs {
     /// Upstream response-header timeout for routes that set none.
     #[arg(long, default_value = "60s", value_parser = duration, env = "WEIR_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Dur,
-    /// TCP connect timeout toward upstreams.
+    /// Upstream connect timeout (TCP, TLS, HTTP/2 handshake) for routes that set none.
     #[arg(long, default_value = "5s", value_parser = duration, env = "WEIR_CONNECT_TIMEOUT")]
     pub connect_timeout: Dur,
     /// Time a client has to send a complete request head (slowloris guard).
