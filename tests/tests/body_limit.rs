@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use weir_tests::client::{Reply, http1, send};
+use weir_tests::client::{Reply, h2c, http1, send};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{TempDir, ingress_yaml, service_yaml};
@@ -184,4 +184,73 @@ async fn a_client_that_keeps_sending_still_reads_the_413() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
+}
+
+/// HTTP/2 (h2c) clients get the same answers: a declared `content-length`
+/// over the limit is refused before the body is read, a body without one
+/// is cut at the limit while it streams, and the connection keeps serving
+/// its other streams (only the one stream is refused).
+#[tokio::test]
+async fn http2_bodies_over_the_limit_get_413_on_their_stream() {
+    let up = Upstream::start("h2-limits").await;
+    let dir = TempDir::new("body-limit-h2");
+    dir.write("r.yaml", &manifests(&up.addr.to_string()));
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let json = |body: Bytes| -> serde_json::Value { serde_json::from_slice(&body).expect("JSON") };
+
+    // Declared: hyper's client sends content-length for a full body.
+    let mut h2 = h2c(weir.http).await;
+    for (size, want) in [(MIB + 1, 413), (MIB, 200)] {
+        let hits = up.hits.load(Ordering::SeqCst);
+        let req = http::Request::post("http://default.test/upload")
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .expect("request");
+        h2.ready().await.expect("h2 ready");
+        let resp = h2.send_request(req).await.expect("h2 POST");
+        let status = resp.status().as_u16();
+        let body = json(resp.into_body().collect().await.expect("body").to_bytes());
+        assert_eq!(status, want, "{size} bytes: {body}");
+        if want == 413 {
+            assert_eq!(body["error"], "body_too_large");
+            assert_eq!(up.hits.load(Ordering::SeqCst), hits, "reached the upstream");
+        } else {
+            assert_eq!(body["body_bytes"], size);
+        }
+    }
+
+    // Streamed without a length.
+    type Chunks = StreamBody<
+        futures_util::stream::Iter<
+            std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
+        >,
+    >;
+    let stream = tokio::net::TcpStream::connect(weir.http)
+        .await
+        .expect("connect");
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Chunks>(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    for (size, want) in [(3 * MIB, 413), (MIB / 2, 200)] {
+        let chunks: Vec<_> = (0..size / 65536)
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b'c'; 65536]))))
+            .collect();
+        let req = http::Request::post("http://default.test/upload")
+            .body(StreamBody::new(futures_util::stream::iter(chunks)))
+            .expect("request");
+        h2.ready().await.expect("h2 ready");
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(30), h2.send_request(req))
+            .await
+            .expect("answer within 30 s")
+            .expect("h2 streamed POST");
+        let status = resp.status().as_u16();
+        let body = json(resp.into_body().collect().await.expect("body").to_bytes());
+        assert_eq!(status, want, "{size} bytes streamed: {body}");
+        if want == 413 {
+            assert_eq!(body["error"], "body_too_large");
+        } else {
+            assert_eq!(body["body_bytes"], size);
+        }
+    }
 }
