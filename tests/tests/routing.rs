@@ -337,6 +337,111 @@ async fn connect_timeout_is_504() {
     drop(listener);
 }
 
+/// A request that cannot get a connection goes to another endpoint: one of
+/// two endpoints refuses connections (a stopped pod its EndpointSlice still
+/// lists) or never completes the handshake, and every GET and POST, body
+/// included, is answered by the other, as ingress-nginx's default
+/// `proxy-next-upstream: error timeout` does. Each failed attempt is
+/// counted. A backend whose only endpoint refuses still answers 502.
+#[tokio::test]
+async fn requests_that_get_no_connection_go_to_another_endpoint() {
+    let up = Upstream::start("alive").await;
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Backlog 0 and one queued connection: the kernel drops further SYNs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.listen(0).unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(silent_addr).await.unwrap();
+    let dir = TempDir::new("next-upstream");
+    let yaml = [
+        route_yaml_with(
+            "refused",
+            "",
+            "refused.test",
+            "refused",
+            &format!("{refusing},{}", up.addr),
+            "",
+        ),
+        route_yaml_with(
+            "silent",
+            r#"nginx.ingress.kubernetes.io/proxy-connect-timeout: "1""#,
+            "silent.test",
+            "silent",
+            &format!("{silent_addr},{}", up.addr),
+            "",
+        ),
+        route_yaml_with("dead", "", "dead.test", "dead", &refusing.to_string(), ""),
+    ]
+    .join("---\n");
+    dir.write("r.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &["--connect-timeout", "30s"]).await;
+    let client = http1();
+    for i in 0..6 {
+        let r = get(
+            &client,
+            weir.http,
+            "refused.test",
+            &format!("/get/{i}"),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "GET {i}: {:?}", r.body);
+        assert_eq!(r.json()["upstream"], "alive");
+        let req = http::Request::post(format!("http://{}/post/{i}", weir.http))
+            .header("host", "refused.test")
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'p';
+                100_000
+            ])))
+            .unwrap();
+        let r = weir_tests::client::send(&client, req).await.unwrap();
+        assert_eq!(r.status, 200, "POST {i}: {:?}", r.body);
+        assert_eq!(r.json()["body_bytes"], 100_000, "POST {i}");
+    }
+    for i in 0..2 {
+        let r = get(&client, weir.http, "silent.test", &format!("/{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "silent endpoint, request {i}: {:?}", r.body);
+    }
+    let r = get(&client, weir.http, "dead.test", "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (502, "upstream_connect_failed")
+    );
+    assert_eq!(
+        up.hits.load(std::sync::atomic::Ordering::SeqCst),
+        14,
+        "every request answered once"
+    );
+    let metrics = weir.metrics().await.unwrap();
+    let failed = |route: &str| -> u64 {
+        let prefix =
+            format!(r#"weir_upstream_errors_total{{kind="connect",route="default/{route}"}} "#);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert!(
+        failed("refused") >= 1,
+        "refused attempts counted: {metrics}"
+    );
+    assert!(
+        failed("silent") >= 1,
+        "timed-out attempts counted: {metrics}"
+    );
+    assert_eq!(failed("dead"), 1, "{metrics}");
+    drop(silent);
+}
+
 #[tokio::test]
 async fn round_robin_across_endpoints() {
     let a = Upstream::start("a").await;

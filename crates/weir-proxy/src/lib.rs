@@ -66,6 +66,14 @@ use crate::normalize::normalize_path;
 use crate::respond::error;
 use crate::router::{RoutePolicy, RouteTable};
 
+/// Endpoints a request may try when no connection can be made (refused,
+/// timed out, failed TLS handshake): a pod that has just stopped shows up as
+/// refused connections until its EndpointSlice catches up, and
+/// ingress-nginx's users never see those (its `proxy-next-upstream: error
+/// timeout` with `proxy-next-upstream-tries: 3`). Once a request has been
+/// sent it is never retried: the upstream may have acted on it.
+const CONNECT_TRIES: usize = 3;
+
 /// `308 Permanent Redirect` to the same host, path and query over HTTPS:
 /// 308 rather than 301 so clients keep the method and body.
 fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) -> Response<Body> {
@@ -526,7 +534,8 @@ impl Proxy {
             target.metrics.upstream_error(kind);
             error(status, code, msg, request_id)
         };
-        let Some(endpoint) = target.upstream().and_then(|u| u.pick()) else {
+        let Some((upstream, endpoint)) = target.upstream().and_then(|u| Some((u, u.pick()?)))
+        else {
             let resp = fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_endpoints",
@@ -606,21 +615,49 @@ impl Proxy {
             on
         });
 
-        let addr = endpoint.addr;
-        facts.upstream = Some(addr);
         let version = req.version();
         let req = req.map(|body| request_body::RequestBody::new(body, target.max_body));
         let upgrading = client_upgrade.is_some();
+        let mut addr = endpoint.addr;
+        let last_addr = &mut addr;
         let sent = async {
-            if upgrading {
-                // Boxed: rare, and not worth carrying in every request's
-                // future.
-                Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
-            } else {
-                endpoint.pool.send(req, target.connect_timeout).await
+            let (mut endpoint, mut req) = (endpoint, req);
+            let mut tried = [endpoint.addr; CONNECT_TRIES];
+            let mut attempt = 1;
+            loop {
+                *last_addr = endpoint.addr;
+                let sent = if upgrading {
+                    // Boxed: rare, and not worth carrying in every
+                    // request's future.
+                    Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
+                } else {
+                    endpoint.pool.send(req, target.connect_timeout).await
+                };
+                let failure = match sent {
+                    Ok(resp) => return Ok(resp),
+                    Err(failure) => failure,
+                };
+                // No connection could be made, so nothing was sent: the
+                // request goes to another endpoint, whatever its method,
+                // as ingress-nginx's default proxy-next-upstream does.
+                let next = (attempt < CONNECT_TRIES)
+                    .then(|| upstream.pick_other(&tried[..attempt]))
+                    .flatten();
+                match (failure.unsent, next) {
+                    (Some(unsent), Some(next)) => {
+                        tracing::debug!(addr = %endpoint.addr, next = %next.addr, route = %target.name, error = %failure.error, "No connection to the endpoint; trying another.");
+                        target.metrics.upstream_error(UpstreamErrorKind::Connect);
+                        tried[attempt] = next.addr;
+                        attempt += 1;
+                        (endpoint, req) = (next, unsent);
+                    }
+                    _ => return Err(failure.error),
+                }
             }
         };
-        match tokio::time::timeout(target.timeout, sent).await {
+        let answered = tokio::time::timeout(target.timeout, sent).await;
+        facts.upstream = Some(addr);
+        match answered {
             Ok(Ok(resp)) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(client) = client_upgrade

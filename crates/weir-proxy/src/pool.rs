@@ -128,6 +128,31 @@ impl SendError {
     }
 }
 
+/// A request the pool could not forward.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: SendError,
+    /// The request itself when none of it reached the upstream (no
+    /// connection could be made), so it can go to another endpoint.
+    pub(crate) unsent: Option<Request<RequestBody>>,
+}
+
+impl Failure {
+    fn sent(error: SendError) -> Self {
+        Failure {
+            error,
+            unsent: None,
+        }
+    }
+
+    fn unsent(error: SendError, req: Request<RequestBody>) -> Self {
+        Failure {
+            error,
+            unsent: Some(req),
+        }
+    }
+}
+
 /// How connections are made; shared by every endpoint pool.
 struct Connector {
     connect_timeout: Duration,
@@ -337,18 +362,24 @@ impl EndpointPool {
     /// Sends `req` (its URI already in the form the protocol wants) and
     /// returns the response once its head has arrived; the body streams.
     /// A new connection made for it gets `connect_timeout` (the route's),
-    /// or the pools' default.
+    /// or the pools' default. When no connection can be made, the request
+    /// comes back with the error, untouched.
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         if self.protocol.is_h2() {
             self.send_h2(req, connect_timeout).await
         } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
             // The body is empty: only the head goes.
-            self.send_bodiless(req.into_parts().0, connect_timeout)
+            let (parts, body) = req.into_parts();
+            self.send_bodiless(parts, connect_timeout)
                 .await
+                .map_err(|(error, unsent)| Failure {
+                    error,
+                    unsent: unsent.map(|parts| Request::from_parts(parts, body)),
+                })
         } else {
             self.send_h1(req, connect_timeout).await
         }
@@ -360,17 +391,23 @@ impl EndpointPool {
     /// connection when nothing can have been processed: the write failed,
     /// or the method is idempotent (RFC 9110 §9.2.2), as nginx's
     /// `proxy_next_upstream error` does.
+    ///
+    /// When no connection can be made, the request head comes back with
+    /// the error.
     async fn send_bodiless(
         self: &Arc<Self>,
         parts: http::request::Parts,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, (SendError, Option<http::request::Parts>)> {
         let head = h1::encode_request(&parts);
         let idempotent = parts.method.is_idempotent();
         loop {
             let (conn, reused) = match self.checkout_conn() {
                 Some(conn) => (conn, true),
-                None => (Box::pin(self.connect_conn(connect_timeout)).await?, false),
+                None => match Box::pin(self.connect_conn(connect_timeout)).await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => return Err((e, Some(parts))),
+                },
             };
             match h1::exchange(conn, &head, &parts.method).await {
                 Ok((resp, answer)) => {
@@ -390,7 +427,7 @@ impl EndpointPool {
                 Err(e) if reused && e.is_unanswered() && (idempotent || e.is_unsent()) => {
                     tracing::debug!(addr = %self.addr, error = %e, "Pooled connection closed before answering; retrying on another.");
                 }
-                Err(e) => return Err(SendError::Exchange(e)),
+                Err(e) => return Err((SendError::Exchange(e), None)),
             }
         }
     }
@@ -404,9 +441,15 @@ impl EndpointPool {
         &self,
         req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
-        let mut sender = Box::pin(self.connect::<Http1<true>>(connect_timeout)).await?;
-        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let mut sender = match Box::pin(self.connect::<Http1<true>>(connect_timeout)).await {
+            Ok(sender) => sender,
+            Err(e) => return Err(Failure::unsent(e, req)),
+        };
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Failure::sent(SendError::Http(e)))?;
         Ok(resp.map(|body| UpstreamBody::new(body, None)))
     }
 
@@ -444,17 +487,17 @@ impl EndpointPool {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
                 // Boxed: connecting (TCP, TLS, handshake) is a large future
                 // needed once per connection; inline it would be carried and
                 // moved with every request's future.
-                None => (
-                    Box::pin(self.connect::<Http1<false>>(connect_timeout)).await?,
-                    false,
-                ),
+                None => match Box::pin(self.connect::<Http1<false>>(connect_timeout)).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => return Err(Failure::unsent(e, req)),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -470,7 +513,7 @@ impl EndpointPool {
                         tracing::debug!(addr = %self.addr, error = %e.error(), "Pooled connection closed before the request was written; retrying on another.");
                         req = unsent;
                     }
-                    _ => return Err(SendError::Http(e.into_error())),
+                    _ => return Err(Failure::sent(SendError::Http(e.into_error()))),
                 },
             }
         }
@@ -510,10 +553,13 @@ impl EndpointPool {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let mut fresh = false;
         loop {
-            let (mut sender, made) = self.h2_sender(connect_timeout).await?;
+            let (mut sender, made) = match self.h2_sender(connect_timeout).await {
+                Ok(sender) => sender,
+                Err(e) => return Err(Failure::unsent(e, req)),
+            };
             fresh |= made;
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
@@ -523,7 +569,7 @@ impl EndpointPool {
                         // The connection was closing (GOAWAY) before this
                         // stream was opened: once more, on a new one.
                         Some(unsent) if !fresh => req = unsent,
-                        _ => return Err(SendError::Http(e.into_error())),
+                        _ => return Err(Failure::sent(SendError::Http(e.into_error()))),
                     }
                 }
             }
@@ -975,11 +1021,12 @@ mod tests {
             .await
             .expect("answered");
         assert_eq!(resp.status(), 200);
-        let err = pool
+        let (err, unsent) = pool
             .send_bodiless(request(http::Method::POST), None)
             .await
             .err()
             .expect("unanswered");
+        assert!(unsent.is_none(), "sent: not for another endpoint");
         assert!(
             matches!(&err, SendError::Exchange(e) if e.is_unanswered()),
             "{err}"

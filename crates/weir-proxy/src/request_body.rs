@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// A request body with an optional byte limit.
+#[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     /// Most bytes allowed; `None` for no limit.

@@ -69,6 +69,14 @@ impl Upstream {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
         self.endpoints.get(i)
     }
+
+    /// Next endpoint in round-robin order that is none of `tried`: where a
+    /// request goes when no connection could be made to the one before.
+    pub(crate) fn pick_other(&self, tried: &[SocketAddr]) -> Option<&Endpoint> {
+        (0..self.endpoints.len())
+            .filter_map(|_| self.pick())
+            .find(|e| !tried.contains(&e.addr))
+    }
 }
 
 /// Where a matched request goes.
