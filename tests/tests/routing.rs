@@ -292,18 +292,28 @@ async fn upstream_timeout_is_504() {
     assert_eq!(r.status, 200);
 }
 
+/// An address whose connections never complete: a listener with backlog 0
+/// and one queued connection that is never accepted, so the kernel drops
+/// further SYNs. Both stay open while the returned pair lives.
+async fn silent_backend() -> (
+    std::net::SocketAddr,
+    (tokio::net::TcpListener, tokio::net::TcpStream),
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (addr, (listener, filler))
+}
+
 /// A backend that never completes the TCP handshake (its accept queue is
 /// full, so the kernel drops the SYN) is given up on after the route's
 /// `proxy-connect-timeout`, not the 30 s default, with a 504 as nginx
 /// answers.
 #[tokio::test]
 async fn connect_timeout_is_504() {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    // Backlog 0: one connection fills the queue; nothing is ever accepted.
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (addr, _silent) = silent_backend().await;
     let dir = TempDir::new("connect-timeout");
     let yaml = route_yaml_with(
         "hang",
@@ -334,7 +344,6 @@ async fn connect_timeout_is_504() {
         metrics.contains(r#"weir_upstream_errors_total{kind="connect",route="default/hang"} 1"#),
         "{metrics}"
     );
-    drop(listener);
 }
 
 /// A request that cannot get a connection goes to another endpoint: one of
@@ -350,12 +359,7 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
         .unwrap()
         .local_addr()
         .unwrap();
-    // Backlog 0 and one queued connection: the kernel drops further SYNs.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let silent = socket.listen(0).unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(silent_addr).await.unwrap();
+    let (silent_addr, _silent) = silent_backend().await;
     let dir = TempDir::new("next-upstream");
     let yaml = [
         route_yaml_with(
@@ -439,7 +443,6 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
         "timed-out attempts counted: {metrics}"
     );
     assert_eq!(failed("dead"), 1, "{metrics}");
-    drop(silent);
 }
 
 #[tokio::test]

@@ -97,6 +97,15 @@ fn refused_nginx(name: &str) -> Option<&'static str> {
     None
 }
 
+/// A `weir.dev` timeout annotation: a Go duration over zero, as
+/// milliseconds.
+fn positive_duration(value: &str) -> Result<u64, String> {
+    match parse_duration_ms(value)? {
+        0 => Err("timeout must be positive".into()),
+        ms => Ok(ms),
+    }
+}
+
 /// An ingress-nginx timeout annotation: whole seconds, 1 to 86400, as
 /// milliseconds.
 fn nginx_seconds(value: &str) -> Result<u64, String> {
@@ -175,13 +184,8 @@ pub(crate) fn ingress_settings(
     let field = |k: &str| Some(format!("metadata.annotations[{k:?}]"));
     for (key, value) in annotations {
         if key == WEIR_REQUEST_TIMEOUT {
-            match parse_duration_ms(value) {
-                Ok(ms) if ms > 0 => settings.timeout_ms = Some(ms),
-                Ok(_) => report.error(
-                    field(key),
-                    "InvalidAnnotation",
-                    "timeout must be positive".into(),
-                ),
+            match positive_duration(value) {
+                Ok(ms) => settings.timeout_ms = Some(ms),
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
             }
         } else if key == NGINX_PROXY_READ_TIMEOUT {
@@ -194,13 +198,8 @@ pub(crate) fn ingress_settings(
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
             }
         } else if key == WEIR_CONNECT_TIMEOUT {
-            match parse_duration_ms(value) {
-                Ok(ms) if ms > 0 => settings.connect_timeout_ms = Some(ms),
-                Ok(_) => report.error(
-                    field(key),
-                    "InvalidAnnotation",
-                    "timeout must be positive".into(),
-                ),
+            match positive_duration(value) {
+                Ok(ms) => settings.connect_timeout_ms = Some(ms),
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
             }
         } else if key == NGINX_PROXY_CONNECT_TIMEOUT {
