@@ -351,7 +351,8 @@ async fn connect_timeout_is_504() {
 /// lists) or never completes the handshake, and every GET and POST, body
 /// included, is answered by the other, as ingress-nginx's default
 /// `proxy-next-upstream: error timeout` does. Each failed attempt is
-/// counted. A backend whose only endpoint refuses still answers 502.
+/// counted. A backend whose only endpoint refuses still answers 502, and so
+/// does a route with `proxy-next-upstream: off`.
 #[tokio::test]
 async fn requests_that_get_no_connection_go_to_another_endpoint() {
     let up = Upstream::start("alive").await;
@@ -379,6 +380,14 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
             "",
         ),
         route_yaml_with("dead", "", "dead.test", "dead", &refusing.to_string(), ""),
+        route_yaml_with(
+            "off",
+            r#"nginx.ingress.kubernetes.io/proxy-next-upstream: "off""#,
+            "off.test",
+            "off",
+            &format!("{refusing},{}", up.addr),
+            "",
+        ),
     ]
     .join("---\n");
     dir.write("r.yaml", &yaml);
@@ -420,9 +429,20 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
         (r.status.as_u16(), r.error_code().as_str()),
         (502, "upstream_connect_failed")
     );
+    // proxy-next-upstream: off: round robin sends every other request to
+    // the refusing endpoint, and it stays there.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = get(&client, weir.http, "off.test", &format!("/{i}"), &[])
+            .await
+            .unwrap();
+        statuses.push(r.status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502]);
     assert_eq!(
         up.hits.load(std::sync::atomic::Ordering::SeqCst),
-        14,
+        16,
         "every request answered once"
     );
     let metrics = weir.metrics().await.unwrap();
@@ -443,6 +463,7 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
         "timed-out attempts counted: {metrics}"
     );
     assert_eq!(failed("dead"), 1, "{metrics}");
+    assert_eq!(failed("off"), 2, "{metrics}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use weir_snapshot::UpstreamProtocol;
+use weir_snapshot::{NextUpstream, UpstreamProtocol};
 
 use crate::diagnostics::Reporter;
 use crate::duration::parse_duration_ms;
@@ -26,6 +26,12 @@ pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
 pub const WEIR_CONNECT_TIMEOUT: &str = "weir.dev/connect-timeout";
 /// ingress-nginx's spelling (`proxy_connect_timeout`), in seconds.
 const NGINX_PROXY_CONNECT_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-connect-timeout";
+/// ingress-nginx: in which cases a request goes to the next endpoint
+/// (`error timeout` by default, or `off`).
+const NGINX_PROXY_NEXT_UPSTREAM: &str = "nginx.ingress.kubernetes.io/proxy-next-upstream";
+/// ingress-nginx: how many endpoints one request may try (3; `0` for all).
+const NGINX_PROXY_NEXT_UPSTREAM_TRIES: &str =
+    "nginx.ingress.kubernetes.io/proxy-next-upstream-tries";
 /// `weir.dev/access-log`: `"false"` keeps this Ingress's requests out of
 /// the access log.
 pub const WEIR_ACCESS_LOG: &str = "weir.dev/access-log";
@@ -117,6 +123,46 @@ fn nginx_seconds(value: &str) -> Result<u64, String> {
     }
 }
 
+/// `proxy-next-upstream`'s cases: whether refused connections (`error`)
+/// and connect timeouts (`timeout`) go to another endpoint, and the cases
+/// nginx knows that weir does not act on (it never resends a request that
+/// reached an upstream, so it cannot retry on a status or a bad header).
+fn next_upstream_cases(value: &str) -> Result<(bool, bool, Vec<&str>), String> {
+    const IGNORED: &[&str] = &[
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+    ];
+    let cases: Vec<&str> = value.split_whitespace().collect();
+    if cases == ["off"] {
+        return Ok((false, false, Vec::new()));
+    }
+    let (mut on_error, mut on_timeout, mut ignored) = (false, false, Vec::new());
+    for case in cases.iter().copied() {
+        match case {
+            "error" => on_error = true,
+            "timeout" => on_timeout = true,
+            "off" => return Err("\"off\" cannot be combined with other cases".into()),
+            c if IGNORED.contains(&c) => ignored.push(c),
+            c => {
+                return Err(format!(
+                    "{c:?} is not a proxy-next-upstream case (error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent; or off alone)"
+                ));
+            }
+        }
+    }
+    if cases.is_empty() {
+        return Err("empty: use \"off\" to turn it off".into());
+    }
+    Ok((on_error, on_timeout, ignored))
+}
+
 /// An nginx size (`client_max_body_size`): bytes, or a number with `k`,
 /// `m` or `g` (either case) for KiB, MiB or GiB, as ingress-nginx passes
 /// `proxy-body-size` through. `None` for anything else, or an overflow.
@@ -139,6 +185,8 @@ pub fn parse_size(value: &str) -> Option<u64> {
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) connect_timeout_ms: Option<u64>,
+    /// `proxy-next-upstream(-tries)`; `None` keeps the default.
+    pub(crate) next_upstream: Option<NextUpstream>,
     /// Request body limit in bytes, `Some(0)` for none.
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) access_log_off: bool,
@@ -160,6 +208,7 @@ impl Default for IngressSettings {
         IngressSettings {
             timeout_ms: None,
             connect_timeout_ms: None,
+            next_upstream: None,
             max_body_bytes: None,
             access_log_off: false,
             ssl_redirect: true,
@@ -210,6 +259,36 @@ pub(crate) fn ingress_settings(
             match nginx_seconds(value) {
                 Ok(ms) => settings.connect_timeout_ms = Some(ms),
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == NGINX_PROXY_NEXT_UPSTREAM {
+            let next = settings.next_upstream.get_or_insert(NextUpstream::DEFAULT);
+            match next_upstream_cases(value) {
+                Ok((on_error, on_timeout, ignored)) => {
+                    (next.on_error, next.on_timeout) = (on_error, on_timeout);
+                    if !ignored.is_empty() {
+                        report.warn(
+                            field(key),
+                            "AnnotationNotSupported",
+                            format!(
+                                "weir passes a request to another endpoint only when it got no connection (error, timeout); {} ignored",
+                                ignored.join(" ")
+                            ),
+                        );
+                    }
+                }
+                Err(e) => report.error(field(key), "InvalidAnnotation", e),
+            }
+        } else if key == NGINX_PROXY_NEXT_UPSTREAM_TRIES {
+            let next = settings.next_upstream.get_or_insert(NextUpstream::DEFAULT);
+            match value.trim().parse::<u32>() {
+                Ok(tries) if tries <= 1000 => next.tries = tries,
+                _ => report.error(
+                    field(key),
+                    "InvalidAnnotation",
+                    format!(
+                        "{value:?} is not a number of tries between 0 (every endpoint) and 1000"
+                    ),
+                ),
             }
         } else if key == WEIR_MAX_BODY_SIZE || key == NGINX_PROXY_BODY_SIZE {
             // weir.dev wins when both are set.

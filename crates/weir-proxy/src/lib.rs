@@ -66,14 +66,6 @@ use crate::normalize::normalize_path;
 use crate::respond::error;
 use crate::router::{RoutePolicy, RouteTable};
 
-/// Endpoints a request may try when no connection can be made (refused,
-/// timed out, failed TLS handshake): a pod that has just stopped shows up as
-/// refused connections until its EndpointSlice catches up, and
-/// ingress-nginx's users never see those (its `proxy-next-upstream: error
-/// timeout` with `proxy-next-upstream-tries: 3`). Once a request has been
-/// sent it is never retried: the upstream may have acted on it.
-const CONNECT_TRIES: usize = 3;
-
 /// `308 Permanent Redirect` to the same host, path and query over HTTPS:
 /// 308 rather than 301 so clients keep the method and body.
 fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) -> Response<Body> {
@@ -622,8 +614,9 @@ impl Proxy {
         let last_addr = &mut addr;
         let sent = async {
             let (mut endpoint, mut req) = (endpoint, req);
-            let mut tried = [endpoint.addr; CONNECT_TRIES];
-            let mut attempt = 1;
+            let next_upstream = &target.next_upstream;
+            // Endpoints that took no connection; allocated only then.
+            let mut tried = Vec::new();
             loop {
                 *last_addr = endpoint.addr;
                 let sent = if upgrading {
@@ -638,21 +631,28 @@ impl Proxy {
                     Err(failure) => failure,
                 };
                 // No connection could be made, so nothing was sent: the
-                // request goes to another endpoint, whatever its method,
-                // as ingress-nginx's default proxy-next-upstream does.
-                let next = (attempt < CONNECT_TRIES)
-                    .then(|| upstream.pick_other(&tried[..attempt]))
-                    .flatten();
-                match (failure.unsent, next) {
-                    (Some(unsent), Some(next)) => {
-                        tracing::debug!(addr = %endpoint.addr, next = %next.addr, route = %target.name, error = %failure.error, "No connection to the endpoint; trying another.");
-                        target.metrics.upstream_error(UpstreamErrorKind::Connect);
-                        tried[attempt] = next.addr;
-                        attempt += 1;
-                        (endpoint, req) = (next, unsent);
-                    }
-                    _ => return Err(failure.error),
-                }
+                // request goes to another endpoint, whatever its method, as
+                // ingress-nginx's proxy-next-upstream (error timeout, 3
+                // tries by default) does. A pod that has just stopped
+                // refuses connections until its EndpointSlice catches up;
+                // clients do not see it. A request that was sent is never
+                // retried: the upstream may have acted on it.
+                let case = if failure.error.is_connect_timeout() {
+                    next_upstream.on_timeout
+                } else {
+                    next_upstream.on_error
+                };
+                let Some(unsent) = failure.unsent.filter(|_| case) else {
+                    return Err(failure.error);
+                };
+                tried.push(endpoint.addr);
+                let more = next_upstream.tries == 0 || tried.len() < next_upstream.tries as usize;
+                let Some(next) = more.then(|| upstream.pick_other(&tried)).flatten() else {
+                    return Err(failure.error);
+                };
+                tracing::debug!(addr = %endpoint.addr, next = %next.addr, route = %target.name, error = %failure.error, "No connection to the endpoint; trying another.");
+                target.metrics.upstream_error(UpstreamErrorKind::Connect);
+                (endpoint, req) = (next, unsent);
             }
         };
         let answered = tokio::time::timeout(target.timeout, sent).await;

@@ -89,6 +89,8 @@ pub struct Target {
     /// Connect timeout for new upstream connections; `None` is the pools'
     /// default (`--connect-timeout`).
     pub(crate) connect_timeout: Option<Duration>,
+    /// Which requests that got no connection go to another endpoint.
+    pub(crate) next_upstream: weir_snapshot::NextUpstream,
     /// Largest request body accepted (413 beyond); `None` accepts any.
     pub(crate) max_body: Option<u64>,
     /// The route opted out of the access log.
@@ -215,6 +217,9 @@ impl RouteTable {
                     .timeout_ms
                     .map_or(default_timeout, Duration::from_millis),
                 connect_timeout: action.connect_timeout_ms.map(Duration::from_millis),
+                next_upstream: action
+                    .next_upstream
+                    .unwrap_or(weir_snapshot::NextUpstream::DEFAULT),
                 max_body: Some(action.max_body_bytes.unwrap_or(default_max_body))
                     .filter(|limit| *limit > 0),
                 access_log_off: action.access_log_off,
@@ -318,6 +323,7 @@ mod tests {
             }],
             timeout_ms: None,
             connect_timeout_ms: None,
+            next_upstream: None,
             max_body_bytes: None,
             access_log_off: false,
             policy: None,

@@ -157,6 +157,11 @@ pub struct RouteAction {
     /// new connection); `None` means the proxy's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
+    /// When a request that got no connection goes to another endpoint
+    /// (ingress-nginx's `proxy-next-upstream`); `None` is the default,
+    /// [`NextUpstream::DEFAULT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_upstream: Option<NextUpstream>,
     /// Largest request body accepted, in bytes (413 beyond); `Some(0)`
     /// accepts any size, `None` means the proxy's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +181,30 @@ pub struct RouteAction {
     /// certificate from an Ingress).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hsts: bool,
+}
+
+/// Which requests that got no connection go to another endpoint, and how
+/// many endpoints one request may try. Only requests of which nothing was
+/// sent qualify: the upstream cannot have acted on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NextUpstream {
+    /// After a refused connection or a failed TLS/HTTP/2 handshake.
+    pub on_error: bool,
+    /// After the connect timeout.
+    pub on_timeout: bool,
+    /// Endpoints one request may try in all, the first included; `0` for
+    /// every endpoint of the backend.
+    pub tries: u32,
+}
+
+impl NextUpstream {
+    /// ingress-nginx's defaults: `proxy-next-upstream: error timeout`,
+    /// `proxy-next-upstream-tries: 3`.
+    pub const DEFAULT: NextUpstream = NextUpstream {
+        on_error: true,
+        on_timeout: true,
+        tries: 3,
+    };
 }
 
 /// One backend of a route with its share of traffic.
