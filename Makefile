@@ -70,7 +70,7 @@ manifests: test-deps ## Regenerate deploy/weir.yaml from the Helm chart (and the
 golden: ## Regenerate the compiler's golden outputs (review the diff!)
 	UPDATE_GOLDEN=1 $(CARGO) test --locked -p weir-compiler --test golden
 
-bench: ## Criterion benchmarks: route matching, snapshot compile, JWT and API-key checks, local rate-limit decisions
+bench: ## Criterion benchmarks: route matching, HTTP/1 codec, snapshot compile, JWT and API-key checks, local rate-limit decisions
 	$(CARGO) bench --locked -p weir-proxy -p weir-compiler -p weir-auth -p weir-ratelimit
 
 bench-controller: ## weir run with 5,000 Ingresses in the test API server: ready time, RSS, one-more-Ingress latency

@@ -260,7 +260,7 @@ enum Framing {
     Close,
 }
 
-struct Head {
+pub(crate) struct Head {
     parts: response::Parts,
     framing: Framing,
     keep_alive: bool,
@@ -268,7 +268,7 @@ struct Head {
 
 /// Parses a response head at the start of `buf` and consumes it; `None`
 /// while it is incomplete.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
@@ -295,31 +295,19 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Offsets of each field in `buf`, so values can share one copy of the
-    // head instead of one allocation each.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (
-            name,
-            name + field.name.len(),
-            value,
-            value + field.value.len(),
-        );
-    }
+    // Values share one copy of the head instead of one allocation each:
+    // a field's offset in `buf` is its offset in the copy.
     let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
-
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[ns..ne])
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+        let start = field.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
             .map_err(|_| Error::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
+    buf.advance(len);
     let framing = framing(&headers, status, method)?;
     let keep_alive = version == Version::HTTP_11
         && framing != Framing::Close

@@ -57,6 +57,32 @@ use tokio::time::Instant;
 use weir_snapshot::Snapshot;
 
 pub use metrics::ProxyMetrics;
+
+/// The HTTP/1 work weir does itself on every proxied request, reachable for
+/// the criterion benches (`benches/codec.rs`); not an API.
+#[doc(hidden)]
+pub mod bench {
+    /// Serializes a request head for an HTTP/1.1 upstream.
+    pub fn encode_request(parts: &http::request::Parts) -> Vec<u8> {
+        crate::h1::encode_request(parts)
+    }
+
+    /// Parses an upstream response head into a header map; `true` when it
+    /// was complete and valid.
+    pub fn parse_response_head(head: &[u8]) -> bool {
+        let mut buf = bytes::BytesMut::from(head);
+        matches!(
+            crate::h1::parse_head(&mut buf, &http::Method::GET),
+            Ok(Some(_))
+        )
+    }
+
+    /// Follows the framing of client bytes as the framing guard does;
+    /// `true` when a head was ambiguous.
+    pub fn track_framing(bytes: &[u8]) -> bool {
+        crate::framing::Tracker::new().feed(bytes)
+    }
+}
 pub use server::{Listener, serve};
 
 pub use crate::cidr::Cidr;
