@@ -252,8 +252,17 @@ pub struct FramingGuard<IO> {
     inner: IO,
     tracker: Tracker,
     shared: Arc<ConnFraming>,
-    /// Set once the FIN is sent: the end of the lingering close.
-    linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    closing: Closing,
+}
+
+/// Where the guard is in closing its connection.
+enum Closing {
+    Open,
+    /// The FIN is sent; no byte has come since, or not yet looked for.
+    Fin,
+    /// The client kept sending after the FIN: read and dropped until
+    /// [`LINGER`] from then.
+    Lingering(Pin<Box<tokio::time::Sleep>>),
 }
 
 impl<IO> FramingGuard<IO> {
@@ -263,7 +272,7 @@ impl<IO> FramingGuard<IO> {
             inner,
             tracker: Tracker::new(),
             shared,
-            linger: None,
+            closing: Closing::Open,
         }
     }
 }
@@ -299,27 +308,38 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     /// Sends the FIN, then lingers: reads and drops the client's bytes
-    /// until it closes, fails, or [`LINGER`] passes.
+    /// until it closes, fails, or [`LINGER`] passes. A client that has
+    /// closed already (the usual end of a connection) costs one read and
+    /// no timer.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let linger = match &mut this.linger {
-            Some(linger) => linger,
-            None => {
-                ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                this.linger.insert(Box::pin(tokio::time::sleep(LINGER)))
-            }
-        };
+        if let Closing::Open = this.closing {
+            ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.closing = Closing::Fin;
+        }
         let mut scratch = [0u8; 8192];
         loop {
-            if linger.as_mut().poll(cx).is_ready() {
+            if let Closing::Lingering(deadline) = &mut this.closing
+                && deadline.as_mut().poll(cx).is_ready()
+            {
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+            let poll = Pin::new(&mut this.inner).poll_read(cx, &mut buf);
+            match poll {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) | Poll::Pending => {
+                    if let Closing::Fin = this.closing {
+                        // Armed now; the loop polls it, which registers
+                        // the wakeup before a Pending is returned.
+                        this.closing = Closing::Lingering(Box::pin(tokio::time::sleep(LINGER)));
+                        continue;
+                    }
+                    if poll.is_pending() {
+                        return Poll::Pending;
+                    }
+                }
             }
         }
     }

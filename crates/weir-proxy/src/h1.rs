@@ -311,7 +311,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let framing = framing(&headers, status, method)?;
     let keep_alive = version == Version::HTTP_11
         && framing != Framing::Close
-        && !has_token(&headers, CONNECTION, "close");
+        && !crate::headers::has_token(&headers, CONNECTION, "close");
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -367,14 +367,6 @@ fn decimal(digits: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 /// The rest of a response body, read on demand from its connection.

@@ -68,6 +68,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a comma-separated field (`Connection`, ...) lists `token`, in
+/// any of its lines and any case.
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
 /// Sets `X-Forwarded-For` (appending the peer), `X-Real-IP`,
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`. `peer` is the client address
 /// as a header value, formatted once per connection.

@@ -57,6 +57,14 @@ use tokio::time::Instant;
 use weir_snapshot::Snapshot;
 
 pub use metrics::ProxyMetrics;
+pub use server::{Listener, serve};
+
+pub use crate::cidr::Cidr;
+use crate::headers::{RequestIds, X_REQUEST_ID};
+use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
+use crate::normalize::normalize_path;
+use crate::respond::error;
+use crate::router::{RoutePolicy, RouteTable};
 
 /// The HTTP/1 work weir does itself on every proxied request, reachable for
 /// the criterion benches (`benches/codec.rs`); not an API.
@@ -83,14 +91,6 @@ pub mod bench {
         crate::framing::Tracker::new().feed(bytes)
     }
 }
-pub use server::{Listener, serve};
-
-pub use crate::cidr::Cidr;
-use crate::headers::{RequestIds, X_REQUEST_ID};
-use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
-use crate::normalize::normalize_path;
-use crate::respond::error;
-use crate::router::{RoutePolicy, RouteTable};
 
 /// `308 Permanent Redirect` to the same host, path and query over HTTPS:
 /// 308 rather than 301 so clients keep the method and body.

@@ -43,6 +43,8 @@ use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::headers::has_token;
+
 /// The `Upgrade` value to pass on when `req` asks to switch protocols in a
 /// way weir relays; `None` means the request is forwarded as plain HTTP.
 pub(crate) fn requested<B: hyper::body::Body>(req: &Request<B>) -> Option<HeaderValue> {
@@ -53,7 +55,10 @@ pub(crate) fn requested<B: hyper::body::Body>(req: &Request<B>) -> Option<Header
     let headers = req.headers();
     let mut values = headers.get_all(UPGRADE).iter();
     let value = values.next()?;
-    if values.next().is_some() || !connection_has_upgrade(headers) || !req.body().is_end_stream() {
+    if values.next().is_some()
+        || !has_token(headers, CONNECTION, "upgrade")
+        || !req.body().is_end_stream()
+    {
         return None;
     }
     let protocols = value.to_str().ok()?;
@@ -66,16 +71,6 @@ pub(crate) fn requested<B: hyper::body::Body>(req: &Request<B>) -> Option<Header
         any = true;
     }
     any.then(|| value.clone())
-}
-
-/// Whether a `Connection` field lists the `upgrade` option.
-fn connection_has_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Puts back the two hop-by-hop fields an upgrade needs on the next hop,
@@ -134,7 +129,9 @@ where
     match tokio::io::copy(from, to).await {
         Ok(bytes) => {
             tracing::debug!(side, bytes, "Upgraded connection closed.");
-            let _ = tokio::io::AsyncWriteExt::shutdown(to).await;
+            if let Err(e) = tokio::io::AsyncWriteExt::shutdown(to).await {
+                tracing::debug!(side, error = %e, "Closing the other side failed.");
+            }
         }
         Err(e) => tracing::debug!(side, error = %e, "Upgraded connection failed."),
     }
