@@ -5,15 +5,16 @@
 # (50 keep-alive connections), an nginx origin and the proxies share CPU 0,
 # each proxy with one worker, as in proxy-bench's default pinning; the
 # targets are measured in turn for each round. Compare within a run only.
-# Usage: bench/cpu-split.sh [rounds] [seconds] [other-weir-binary]
-#   other-weir-binary: a second weir build measured beside the first (A/B).
+# Usage: bench/cpu-split.sh [rounds] [seconds] [other-weir-binary...]
+#   other-weir-binary: more weir builds measured beside the first (A/B),
+#   named weir-b, weir-c, ... in the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
-other=${3:-}
+others=("${@:3}")
 require_tools wrk taskset nginx curl
 [ -x target/release/weir ] || cargo build --locked --release -p weir
 base=${BASE_PORT:-19380}
@@ -51,13 +52,14 @@ mkdir -p "$dir/manifests"
 { origin_service "127.0.0.1:$base"; echo ---; origin_ingress bench "" /; } > "$dir/manifests/bench.yaml"
 names=(nginx) ports=($((base + 1)))
 bins=("$PWD/target/release/weir")
-[ -n "$other" ] && bins+=("$(realpath "$other")")
+for other in "${others[@]}"; do bins+=("$(realpath "$other")"); done
 for i in "${!bins[@]}"; do
   port=$((base + 2 + i))
   taskset -c 0 "${bins[$i]}" serve --manifests "$dir/manifests" --http-addr "127.0.0.1:$port" \
     --admin-addr 127.0.0.1:0 --worker-threads 1 --log-level warn --access-log off &
   pids+=($!)
-  names+=("weir$([ "$i" = 0 ] || echo "-b")") ports+=("$port")
+  letters=(. b c d e f)
+  names+=("weir$([ "$i" = 0 ] || echo "-${letters[$i]}")") ports+=("$port")
 done
 # The nginx worker (not its master) does the proxying.
 proxy_pid() { # index
