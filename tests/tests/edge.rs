@@ -352,3 +352,115 @@ async fn connection_header_cannot_strip_weir_headers() {
             .is_some_and(|s| !s.is_empty())
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_the_head_deadline() {
+    let (w, up, _d) = setup().await;
+    use tokio::io::AsyncReadExt;
+    let opened = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(w.http).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent connection was kept open");
+    // --header-read-timeout is 1s; nothing is answered, nothing forwarded.
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed before the deadline: {:?}",
+        opened.elapsed()
+    );
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+}
+
+/// The head deadline bounds the wait for a request head only: a slow
+/// backend or a slow upload on the same connection takes as long as it
+/// takes, and the connection goes on serving; once idle, it is closed.
+#[tokio::test]
+async fn requests_in_flight_outlive_the_head_deadline_and_idle_connections_do_not() {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use hyper::body::Frame;
+    let (w, up, _d) = setup().await;
+    let stream = tokio::net::TcpStream::connect(w.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = |method: &str, extra: Option<(&str, &str)>, body| {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "edge.test");
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        req.body(body).unwrap()
+    };
+    let empty = || BoxBody::<Bytes, Infallible>::new(Empty::new());
+
+    // The backend answers 2.5 head deadlines later.
+    let resp = sender
+        .send_request(request("GET", Some(("x-test-delay-ms", "2500")), empty()))
+        .await
+        .expect("slow answer");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+
+    // An upload the client sends over two seconds: ten 1,000-byte chunks,
+    // 200 ms apart (a slow sender, not a synchronisation).
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((Ok(Frame::data(Bytes::from(vec![b'u'; 1000]))), i + 1))
+    });
+    let resp = sender
+        .send_request(request("POST", None, BoxBody::new(StreamBody::new(chunks))))
+        .await
+        .expect("slow upload");
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["body_bytes"], 10_000);
+
+    // The same connection still serves.
+    sender.ready().await.expect("connection still open");
+    let resp = sender
+        .send_request(request("GET", None, empty()))
+        .await
+        .expect("third");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(up.hits.load(Ordering::SeqCst), 3);
+
+    // Idle now: closed at the head deadline (1 s), well within 10 s.
+    let idle = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "an idle keep-alive connection was kept open");
+    assert!(idle.elapsed() >= Duration::from_millis(900));
+}
+
+/// HTTP/2 connections have no head deadline: a client (a gRPC channel, say)
+/// may open one and send its first request later.
+#[tokio::test]
+async fn an_idle_http2_connection_is_not_cut_by_the_head_deadline() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let (w, _up, _d) = setup().await;
+    let mut h2 = weir_tests::client::h2c(w.http).await;
+    // Idle for longer than the 1 s head deadline: the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let req = http::Request::get("http://edge.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2
+        .send_request(req)
+        .await
+        .expect("h2c connection still open");
+    assert_eq!(resp.status(), 200);
+}

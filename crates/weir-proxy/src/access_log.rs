@@ -26,6 +26,8 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::head_deadline::InFlight;
+
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 8192;
 
@@ -260,19 +262,23 @@ fn humantime_rfc3339(t: SystemTime) -> String {
 }
 
 /// A response body that counts the bytes it yields and writes its
-/// request's access-log line when it ends (or is dropped unfinished).
+/// request's access-log line when it ends (or is dropped unfinished). It
+/// also carries the request's place on its connection: the wait for the
+/// next request head starts when the body is done (head_deadline.rs).
 pub struct Logged<B> {
     inner: B,
     bytes: u64,
     record: Option<Box<Record>>,
+    _in_flight: InFlight,
 }
 
 impl<B> Logged<B> {
-    pub(crate) fn new(inner: B, record: Option<Box<Record>>) -> Self {
+    pub(crate) fn new(inner: B, record: Option<Box<Record>>, in_flight: InFlight) -> Self {
         Logged {
             inner,
             bytes: 0,
             record,
+            _in_flight: in_flight,
         }
     }
 }

@@ -39,6 +39,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::head_deadline::HeadClock;
+
 /// Shared between the guard (writer) and the request handler (reader).
 #[derive(Debug, Default)]
 pub struct ConnFraming {
@@ -82,6 +84,8 @@ const MAX_HEAD: usize = 256 * 1024;
 pub(crate) struct Tracker {
     state: State,
     buf: Vec<u8>,
+    /// The connection opened with the HTTP/2 preface.
+    http2: bool,
 }
 
 impl Tracker {
@@ -89,6 +93,7 @@ impl Tracker {
         Tracker {
             state: State::Head,
             buf: Vec::new(),
+            http2: false,
         }
     }
 
@@ -182,6 +187,7 @@ impl Tracker {
     /// stopped); otherwise the head's length and whether it was ambiguous.
     fn parse_head(&mut self) -> Option<(usize, bool)> {
         if self.buf.starts_with(b"PRI * HTTP/2.0") {
+            self.http2 = true;
             self.state = State::Off;
             return None;
         }
@@ -252,6 +258,9 @@ pub struct FramingGuard<IO> {
     inner: IO,
     tracker: Tracker,
     shared: Arc<ConnFraming>,
+    /// Told when the connection turns out to be HTTP/2, whose idle
+    /// connections the head deadline leaves alone.
+    clock: Arc<HeadClock>,
     closing: Closing,
 }
 
@@ -267,11 +276,12 @@ enum Closing {
 
 impl<IO> FramingGuard<IO> {
     /// Wraps `inner`; `shared` is what the handler checks.
-    pub fn new(inner: IO, shared: Arc<ConnFraming>) -> Self {
+    pub fn new(inner: IO, shared: Arc<ConnFraming>, clock: Arc<HeadClock>) -> Self {
         FramingGuard {
             inner,
             tracker: Tracker::new(),
             shared,
+            clock,
             closing: Closing::Open,
         }
     }
@@ -288,8 +298,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &poll {
             let fresh = &buf.filled()[before..];
-            if this.tracker.state != State::Off && this.tracker.feed(fresh) {
-                this.shared.ambiguous.store(true, Ordering::Release);
+            if this.tracker.state != State::Off {
+                if this.tracker.feed(fresh) {
+                    this.shared.ambiguous.store(true, Ordering::Release);
+                }
+                if this.tracker.http2 {
+                    this.clock.http2();
+                }
             }
         }
         poll

@@ -2,7 +2,7 @@
 //! the current snapshot and proxies it to a pooled upstream connection.
 //!
 //! ```text
-//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits, header-read timeout, drain)
+//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits, drain; head_deadline.rs: slowloris)
 //!         ─▶ Proxy::handle
 //!              1. request id            headers.rs
 //!              2. edge checks           framing, Host, header/URI limits
@@ -26,6 +26,7 @@ pub mod access_log;
 pub mod cidr;
 mod framing;
 mod h1;
+mod head_deadline;
 mod headers;
 pub mod limits;
 pub mod metrics;
@@ -131,7 +132,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// TCP connect timeout toward upstreams.
     pub connect_timeout: Duration,
-    /// Time a client has to send a complete request head.
+    /// Time an HTTP/1 client has to send each request head, from when the
+    /// connection opens or the previous response was sent (head_deadline.rs).
     pub header_read_timeout: Duration,
     /// Most request headers accepted (431 beyond).
     pub max_headers: usize,
@@ -210,16 +212,25 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The peer IP as a header value, formatted once per connection.
     pub(crate) peer_value: HeaderValue,
+    /// The connection's request-head deadline, told when requests start
+    /// and end.
+    pub(crate) head: Arc<head_deadline::HeadClock>,
 }
 
 impl ConnInfo {
     /// Facts about a new connection.
-    pub fn new(peer: SocketAddr, proto: &'static str, framing: Arc<framing::ConnFraming>) -> Self {
+    pub fn new(
+        peer: SocketAddr,
+        proto: &'static str,
+        framing: Arc<framing::ConnFraming>,
+        head: Arc<head_deadline::HeadClock>,
+    ) -> Self {
         ConnInfo {
             framing,
             peer,
             proto,
             peer_value: headers::peer_value(peer.ip()),
+            head,
         }
     }
 }
@@ -336,6 +347,8 @@ impl Proxy {
         conn: ConnInfo,
     ) -> Result<Response<access_log::Logged<Body>>, Infallible> {
         let start = Instant::now();
+        // Ends with the response body, or here if the request is abandoned.
+        let in_flight = conn.head.start(req.version());
         let request_id = self.ids.get(req.headers());
         // Only what the log line needs, and only when there is a log.
         let arrival = self
@@ -372,7 +385,7 @@ impl Proxy {
             access_log::Record::new(&self.access_log, arrival, &request_id, status, facts)
         });
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        Ok(resp.map(|body| access_log::Logged::new(body, record)))
+        Ok(resp.map(|body| access_log::Logged::new(body, record, in_flight)))
     }
 
     /// The request pipeline. `Err` is an early response from weir itself;

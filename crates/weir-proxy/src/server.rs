@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::framing::{ConnFraming, FramingGuard};
+use crate::head_deadline::{self, HeadClock};
 use crate::{ConnInfo, Proxy};
 
 /// A bound listener and what it serves.
@@ -40,7 +41,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(proxy.config.header_read_timeout)
+        // The head deadline is weir's own (head_deadline.rs): hyper's arms
+        // and drops a timer for every request.
+        .header_read_timeout(None)
         // hyper's own limits sit above weir's (checked in the handler with a
         // JSON answer), as a backstop against oversized heads.
         .max_headers(proxy.config.max_headers * 2)
@@ -166,14 +169,15 @@ async fn serve_io<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let framing = Arc::new(ConnFraming::default());
-    let info = ConnInfo::new(peer, proto, framing.clone());
+    let clock = HeadClock::new();
+    let info = ConnInfo::new(peer, proto, framing.clone(), clock.clone());
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = service_proxy.clone();
         let info = info.clone();
         async move { proxy.handle(req, info).await }
     });
-    let io = TokioIo::new(FramingGuard::new(io, framing));
+    let io = TokioIo::new(FramingGuard::new(io, framing, clock.clone()));
     // Upgrades only happen when the handler answers 101 (upgrade.rs);
     // other requests pay nothing for them.
     let conn = watcher.watch(
@@ -183,8 +187,10 @@ async fn serve_io<IO>(
     );
     let gauge = &proxy.metrics.open_connections;
     gauge.inc();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "Connection ended with an error.");
+    match head_deadline::serve_within(conn, &clock, proxy.config.header_read_timeout).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
+        None => tracing::debug!(%peer, "No request head in time; connection closed."),
     }
     gauge.dec();
 }

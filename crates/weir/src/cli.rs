@@ -142,7 +142,9 @@ pub struct ListenArgs {
     /// Upstream connect timeout (TCP, TLS, HTTP/2 handshake) for routes that set none.
     #[arg(long, default_value = "5s", value_parser = duration, env = "WEIR_CONNECT_TIMEOUT")]
     pub connect_timeout: Dur,
-    /// Time a client has to send a complete request head (slowloris guard).
+    /// Time an HTTP/1 client has to send each request head, from when the
+    /// connection opens or the previous response was sent (slowloris guard;
+    /// also the keep-alive idle timeout). Requests in flight are not cut.
     #[arg(long, default_value = "10s", value_parser = duration, env = "WEIR_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Dur,
     /// On SIGTERM, how long in-flight requests may take to finish.
