@@ -4,7 +4,9 @@
 # the proxy is preempted per request (nonvoluntary context switches). wrk
 # (50 keep-alive connections), an nginx origin and the proxies share CPU 0,
 # each proxy with one worker, as in proxy-bench's default pinning; the
-# targets are measured in turn for each round. Compare within a run only.
+# targets are measured in turn in each round, in an order that rotates.
+# Compare within a run only: the summary gives each build's CPU per request
+# as a multiple of weir's in the same round.
 # Usage: bench/cpu-split.sh [rounds] [seconds] [other-weir-binary...]
 #   other-weir-binary: more weir builds measured beside the first (A/B),
 #   named weir-b, weir-c, ... in the table.
@@ -78,8 +80,11 @@ done
 [ -n "${ok:-}" ] || { echo "targets did not come up" >&2; exit 1; }
 tick=$(getconf CLK_TCK)
 printf '%-7s %9s %11s %11s %11s %13s\n' target req/s "cpu us/req" "user us" "sys us" "preempt/req"
+count=${#names[@]}
 for round in $(seq "$rounds"); do
-  for i in "${!names[@]}"; do
+  # The order rotates each round, so no target always follows another.
+  for k in $(seq 0 $((count - 1))); do
+    i=$(((k + round) % count))
     pid=$(proxy_pid "$i") url="http://127.0.0.1:${ports[$i]}/api/users/42"
     taskset -c 0 wrk -t1 -c50 -d1 "$url" >/dev/null
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
@@ -91,6 +96,22 @@ for round in $(seq "$rounds"); do
     awk -v name="${names[$i]}" -v r="$round" -v rps="$rps" -v n="$n" -v hz="$tick" \
       -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v c=$((c1 - c0)) 'BEGIN {
         us = 1e6 / hz / n
-        printf "%-7s %9.0f %11.2f %11.2f %11.2f %13.3f   (round %d)\n", name, rps, (u + s) * us, u * us, s * us, c / n, r }'
+        printf "%-7s %9.0f %11.2f %11.2f %11.2f %13.3f   (round %d)\n", name, rps, (u + s) * us, u * us, s * us, c / n, r }' |
+      tee -a "$dir/rows"
   done
 done
+# Same-round ratios are what this machine can compare; absolute numbers
+# drift between rounds.
+echo
+echo "CPU us/req as a multiple of weir's in the same round: median (min-max)"
+awk '{ r = $NF + 0; cpu[$1, r] = $3; seen[$1] = 1; if (r > last) last = r }
+  END {
+    for (name in seen) {
+      if (name == "weir") continue
+      n = 0
+      for (r = 1; r <= last; r++) if (((name, r) in cpu) && cpu["weir", r] > 0) v[++n] = cpu[name, r] / cpu["weir", r]
+      for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (v[b] < v[a]) { t = v[a]; v[a] = v[b]; v[b] = t }
+      med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      printf "%-7s %.3f (%.3f-%.3f) over %d rounds\n", name, med, v[1], v[n], n
+    }
+  }' "$dir/rows"
