@@ -11,7 +11,13 @@ use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
 use weir_tests::{TempDir, route_yaml};
 
+/// weir with a 1 s head deadline; idle connections close after 1 s too,
+/// so that `raw` exchanges end quickly.
 async fn setup() -> (Weir, Upstream, TempDir) {
+    setup_with_keepalive("1s").await
+}
+
+async fn setup_with_keepalive(keepalive: &str) -> (Weir, Upstream, TempDir) {
     let up = Upstream::start("edge").await;
     let dir = TempDir::new("edge");
     dir.write(
@@ -25,7 +31,16 @@ async fn setup() -> (Weir, Upstream, TempDir) {
             &up.addr.to_string(),
         ),
     );
-    let weir = Weir::serve(&dir.0, &["--header-read-timeout", "1s"]).await;
+    let weir = Weir::serve(
+        &dir.0,
+        &[
+            "--header-read-timeout",
+            "1s",
+            "--keepalive-timeout",
+            keepalive,
+        ],
+    )
+    .await;
     (weir, up, dir)
 }
 
@@ -372,9 +387,10 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_head_deadline() {
     assert_eq!(up.hits.load(Ordering::SeqCst), 0);
 }
 
-/// The head deadline bounds the wait for a request head only: a slow
-/// backend or a slow upload on the same connection takes as long as it
-/// takes, and the connection goes on serving; once idle, it is closed.
+/// Neither deadline cuts a request in flight: a slow backend or a slow
+/// upload takes as long as it takes, and the connection goes on serving. An
+/// idle connection waits for its next request up to the keep-alive timeout
+/// (5 s here), longer than a head may take (1 s), and is closed after it.
 #[tokio::test]
 async fn requests_in_flight_outlive_the_head_deadline_and_idle_connections_do_not() {
     use std::convert::Infallible;
@@ -383,7 +399,7 @@ async fn requests_in_flight_outlive_the_head_deadline_and_idle_connections_do_no
     use http_body_util::combinators::BoxBody;
     use http_body_util::{BodyExt, Empty, StreamBody};
     use hyper::body::Frame;
-    let (w, up, _d) = setup().await;
+    let (w, up, _d) = setup_with_keepalive("5s").await;
     let stream = tokio::net::TcpStream::connect(w.http).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -438,11 +454,78 @@ async fn requests_in_flight_outlive_the_head_deadline_and_idle_connections_do_no
     resp.into_body().collect().await.unwrap();
     assert_eq!(up.hits.load(Ordering::SeqCst), 3);
 
-    // Idle now: closed at the head deadline (1 s), well within 10 s.
+    // Idle for longer than a head may take (a load balancer's pooled
+    // connection between requests): still open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sender
+        .ready()
+        .await
+        .expect("connection still open after 1.5 s idle");
+    let resp = sender
+        .send_request(request("GET", None, empty()))
+        .await
+        .expect("after idling");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(up.hits.load(Ordering::SeqCst), 4);
+
+    // Idle now: closed at the keep-alive timeout, well within 20 s.
     let idle = std::time::Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
     assert!(ended.is_ok(), "an idle keep-alive connection was kept open");
-    assert!(idle.elapsed() >= Duration::from_millis(900));
+    assert!(
+        idle.elapsed() >= Duration::from_millis(4900),
+        "closed {:?} into the 5 s keep-alive timeout",
+        idle.elapsed()
+    );
+}
+
+/// After an idle spell, a request head that begins must end within the
+/// head deadline of its first byte, not the keep-alive timeout.
+#[tokio::test]
+async fn a_head_begun_after_idling_gets_the_head_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (w, _up, _d) = setup_with_keepalive("5s").await;
+    let mut s = tokio::net::TcpStream::connect(w.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    // One response, read by its Content-Length.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let complete = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        let end = text.find("\r\n\r\n")?;
+        let len: usize = text[..end].lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().ok())
+        })??;
+        (got.len() >= end + 4 + len).then_some(())
+    };
+    while complete(&got).is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "closed before the response ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(raw_status(&String::from_utf8_lossy(&got)), 200);
+    // Idle half a second, then half a head.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: edge").await.unwrap();
+    let begun = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an unfinished head was not cut off");
+    // The head deadline is 1 s; the keep-alive timeout would end 4.5 s
+    // after the half head.
+    let took = begun.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "cut {took:?} after the head began"
+    );
 }
 
 /// HTTP/2 connections have no head deadline: a client (a gRPC channel, say)

@@ -86,6 +86,8 @@ pub(crate) struct Tracker {
     buf: Vec<u8>,
     /// The connection opened with the HTTP/2 preface.
     http2: bool,
+    /// Request heads whose first byte has been seen.
+    begun: u64,
 }
 
 impl Tracker {
@@ -94,6 +96,7 @@ impl Tracker {
             state: State::Head,
             buf: Vec::new(),
             http2: false,
+            begun: 0,
         }
     }
 
@@ -136,6 +139,7 @@ impl Tracker {
                         if data.is_empty() {
                             break;
                         }
+                        self.begun += 1;
                     }
                     let before = self.buf.len();
                     self.buf.extend_from_slice(data);
@@ -258,8 +262,8 @@ pub struct FramingGuard<IO> {
     inner: IO,
     tracker: Tracker,
     shared: Arc<ConnFraming>,
-    /// Told when the connection turns out to be HTTP/2, whose idle
-    /// connections the head deadline leaves alone.
+    /// Told where request heads begin, and when the connection turns out
+    /// to be HTTP/2 (head_deadline.rs).
     clock: Arc<HeadClock>,
     closing: Closing,
 }
@@ -299,11 +303,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         if let Poll::Ready(Ok(())) = &poll {
             let fresh = &buf.filled()[before..];
             if this.tracker.state != State::Off {
+                let begun = this.tracker.begun;
                 if this.tracker.feed(fresh) {
                     this.shared.ambiguous.store(true, Ordering::Release);
                 }
+                if this.tracker.begun != begun {
+                    this.clock.heads_begun(this.tracker.begun);
+                }
                 if this.tracker.http2 {
                     this.clock.http2();
+                } else if this.tracker.state == State::Off {
+                    this.clock.blind();
                 }
             }
         }
@@ -384,6 +394,27 @@ mod tests {
         let mut t = Tracker::new();
         data.iter()
             .fold(false, |acc, b| acc | t.feed(std::slice::from_ref(b)))
+    }
+
+    /// Where heads begin is what the keep-alive and head deadlines go by
+    /// (head_deadline.rs): once per head, whatever the read sizes, never
+    /// for body bytes or the empty lines allowed between requests.
+    #[test]
+    fn counts_the_heads_that_begin() {
+        let mut t = Tracker::new();
+        t.feed(b"\r\n");
+        assert_eq!(t.begun, 0);
+        t.feed(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n");
+        assert_eq!(t.begun, 1);
+        t.feed(b"\r\nGET /");
+        assert_eq!(t.begun, 1, "body bytes are not a head");
+        t.feed(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\nG");
+        assert_eq!(t.begun, 4);
+        let mut t = Tracker::new();
+        for b in b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /b HTTP/1.1\r\n" {
+            t.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(t.begun, 2);
     }
 
     #[test]

@@ -132,9 +132,12 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// TCP connect timeout toward upstreams.
     pub connect_timeout: Duration,
-    /// Time an HTTP/1 client has to send each request head, from when the
-    /// connection opens or the previous response was sent (head_deadline.rs).
+    /// Time an HTTP/1 client has to send a request head, from its first
+    /// byte or the connection opening (head_deadline.rs).
     pub header_read_timeout: Duration,
+    /// Idle HTTP/1 client connections are closed this long after their
+    /// last response (head_deadline.rs).
+    pub keepalive_timeout: Duration,
     /// Most request headers accepted (431 beyond).
     pub max_headers: usize,
     /// Most bytes of request header names and values (431 beyond).
@@ -162,6 +165,8 @@ impl Default for ProxyConfig {
             max_body_bytes: 1 << 20,
             connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            // nginx's keepalive_timeout.
+            keepalive_timeout: Duration::from_secs(75),
             max_headers: 100,
             max_header_bytes: 32 * 1024,
             max_uri_len: 8 * 1024,

@@ -187,10 +187,14 @@ async fn serve_io<IO>(
     );
     let gauge = &proxy.metrics.open_connections;
     gauge.inc();
-    match head_deadline::serve_within(conn, &clock, proxy.config.header_read_timeout).await {
+    let waits = head_deadline::Waits {
+        head: proxy.config.header_read_timeout,
+        keepalive: proxy.config.keepalive_timeout,
+    };
+    match head_deadline::serve_within(conn, &clock, waits).await {
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
-        None => tracing::debug!(%peer, "No request head in time; connection closed."),
+        None => tracing::debug!(%peer, "No request in time; connection closed."),
     }
     gauge.dec();
 }

@@ -142,11 +142,17 @@ pub struct ListenArgs {
     /// Upstream connect timeout (TCP, TLS, HTTP/2 handshake) for routes that set none.
     #[arg(long, default_value = "5s", value_parser = duration, env = "WEIR_CONNECT_TIMEOUT")]
     pub connect_timeout: Dur,
-    /// Time an HTTP/1 client has to send each request head, from when the
-    /// connection opens or the previous response was sent (slowloris guard;
-    /// also the keep-alive idle timeout). Requests in flight are not cut.
+    /// Time an HTTP/1 client has to send a request head, from its first
+    /// byte (for a connection's first request, from the connection
+    /// opening): the slowloris guard. Requests in flight are not cut.
     #[arg(long, default_value = "10s", value_parser = duration, env = "WEIR_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Dur,
+    /// Idle HTTP/1 client connections (keep-alive, no request under way)
+    /// are closed this long after their last response, as nginx's
+    /// keepalive_timeout; keep it above the idle timeout of any load
+    /// balancer in front.
+    #[arg(long, default_value = "75s", value_parser = duration, env = "WEIR_KEEPALIVE_TIMEOUT")]
+    pub keepalive_timeout: Dur,
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = duration, env = "WEIR_DRAIN_TIMEOUT")]
     pub drain_timeout: Dur,
@@ -295,6 +301,7 @@ impl ListenArgs {
             default_timeout: self.upstream_timeout.into(),
             connect_timeout: self.connect_timeout.into(),
             header_read_timeout: self.header_read_timeout.into(),
+            keepalive_timeout: self.keepalive_timeout.into(),
             max_headers: self.max_headers,
             max_header_bytes: self.max_header_bytes,
             max_uri_len: self.max_uri_bytes,
