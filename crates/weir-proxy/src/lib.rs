@@ -2,7 +2,7 @@
 //! the current snapshot and proxies it to a pooled upstream connection.
 //!
 //! ```text
-//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits, drain; head_deadline.rs: slowloris)
+//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits, drain; head_deadline.rs: keep-alive and head deadlines)
 //!         ─▶ Proxy::handle
 //!              1. request id            headers.rs
 //!              2. edge checks           framing, Host, header/URI limits
