@@ -118,8 +118,14 @@ pub fn raw_status(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// An HTTP/2 prior-knowledge (h2c) connection.
-pub async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+/// An HTTP/2 prior-knowledge (h2c) connection whose requests carry `B`
+/// bodies (usually `Full<Bytes>`).
+pub async fn h2c<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))

@@ -85,12 +85,19 @@ async fn post_chunked(weir: &Weir, host: &str, size: usize) -> (u16, serde_json:
     (status, serde_json::from_slice(&body).expect("JSON body"))
 }
 
-#[tokio::test]
-async fn declared_lengths_over_the_limit_are_refused_before_the_body_is_read() {
-    let up = Upstream::start("limits").await;
-    let dir = TempDir::new("body-limit");
+/// An upstream, the manifests routing to it, and weir serving them with
+/// the default flags.
+async fn serve(upstream: &str, dir: &str) -> (Upstream, TempDir, Weir) {
+    let up = Upstream::start(upstream).await;
+    let dir = TempDir::new(dir);
     dir.write("r.yaml", &manifests(&up.addr.to_string()));
     let weir = Weir::serve(&dir.0, &[]).await;
+    (up, dir, weir)
+}
+
+#[tokio::test]
+async fn declared_lengths_over_the_limit_are_refused_before_the_body_is_read() {
+    let (up, _dir, weir) = serve("limits", "body-limit").await;
 
     for (host, size, want) in [
         // No annotation: --max-body-size's default, 1m, up to the byte.
@@ -123,10 +130,7 @@ async fn declared_lengths_over_the_limit_are_refused_before_the_body_is_read() {
 
 #[tokio::test]
 async fn bodies_without_a_length_are_cut_at_the_limit_while_they_stream() {
-    let up = Upstream::start("chunked").await;
-    let dir = TempDir::new("body-limit-chunked");
-    dir.write("r.yaml", &manifests(&up.addr.to_string()));
-    let weir = Weir::serve(&dir.0, &[]).await;
+    let (_up, dir, weir) = serve("chunked", "body-limit-chunked").await;
 
     let (status, body) = post_chunked(&weir, "default.test", MIB / 2).await;
     assert_eq!(status, 200, "{body}");
@@ -153,10 +157,7 @@ async fn bodies_without_a_length_are_cut_at_the_limit_while_they_stream() {
 #[tokio::test]
 async fn a_client_that_keeps_sending_still_reads_the_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = Upstream::start("linger").await;
-    let dir = TempDir::new("body-limit-linger");
-    dir.write("r.yaml", &manifests(&up.addr.to_string()));
-    let weir = Weir::serve(&dir.0, &[]).await;
+    let (_up, _dir, weir) = serve("linger", "body-limit-linger").await;
     let size = 32 * MIB;
     let mut tcp = tokio::net::TcpStream::connect(weir.http)
         .await
@@ -192,10 +193,7 @@ async fn a_client_that_keeps_sending_still_reads_the_413() {
 /// its other streams (only the one stream is refused).
 #[tokio::test]
 async fn http2_bodies_over_the_limit_get_413_on_their_stream() {
-    let up = Upstream::start("h2-limits").await;
-    let dir = TempDir::new("body-limit-h2");
-    dir.write("r.yaml", &manifests(&up.addr.to_string()));
-    let weir = Weir::serve(&dir.0, &[]).await;
+    let (up, _dir, weir) = serve("h2-limits", "body-limit-h2").await;
     let json = |body: Bytes| -> serde_json::Value { serde_json::from_slice(&body).expect("JSON") };
 
     // Declared: hyper's client sends content-length for a full body.
@@ -224,14 +222,7 @@ async fn http2_bodies_over_the_limit_get_413_on_their_stream() {
             std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
         >,
     >;
-    let stream = tokio::net::TcpStream::connect(weir.http)
-        .await
-        .expect("connect");
-    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake::<_, Chunks>(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut h2 = h2c::<Chunks>(weir.http).await;
     for (size, want) in [(3 * MIB, 413), (MIB / 2, 200)] {
         let chunks: Vec<_> = (0..size / 65536)
             .map(|_| Ok(Frame::data(Bytes::from(vec![b'c'; 65536]))))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use weir_tests::client::{get, h2c, http1};
 use weir_tests::upstream::Upstream;
 use weir_tests::weir::Weir;
-use weir_tests::{TempDir, ingress_yaml, route_yaml, route_yaml_with, service_yaml};
+use weir_tests::{TempDir, ingress_yaml, metric_value, route_yaml, route_yaml_with, service_yaml};
 
 fn ingress(name: &str, host: Option<&str>, paths: &[(&str, &str, &str)]) -> String {
     let host = host
@@ -447,12 +447,9 @@ async fn requests_that_get_no_connection_go_to_another_endpoint() {
     );
     let metrics = weir.metrics().await.unwrap();
     let failed = |route: &str| -> u64 {
-        let prefix =
-            format!(r#"weir_upstream_errors_total{{kind="connect",route="default/{route}"}} "#);
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .map_or(0, |n| n.parse().unwrap())
+        let series =
+            format!(r#"weir_upstream_errors_total{{kind="connect",route="default/{route}"}}"#);
+        metric_value(&metrics, &series).map_or(0, |n| n.parse().unwrap())
     };
     assert!(
         failed("refused") >= 1,

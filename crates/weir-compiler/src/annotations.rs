@@ -123,6 +123,28 @@ fn nginx_seconds(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Which timeout a timeout annotation sets.
+enum Timeout {
+    /// The upstream response-header timeout.
+    Response,
+    /// The upstream connect timeout.
+    Connect,
+}
+
+/// A timeout annotation: the timeout it sets, the `weir.dev` key that wins
+/// over it (its own, for the `weir.dev` ones), and how its value reads.
+type TimeoutAnnotation = (Timeout, &'static str, fn(&str) -> Result<u64, String>);
+
+fn timeout_annotation(key: &str) -> Option<TimeoutAnnotation> {
+    Some(match key {
+        WEIR_REQUEST_TIMEOUT => (Timeout::Response, WEIR_REQUEST_TIMEOUT, positive_duration),
+        NGINX_PROXY_READ_TIMEOUT => (Timeout::Response, WEIR_REQUEST_TIMEOUT, nginx_seconds),
+        WEIR_CONNECT_TIMEOUT => (Timeout::Connect, WEIR_CONNECT_TIMEOUT, positive_duration),
+        NGINX_PROXY_CONNECT_TIMEOUT => (Timeout::Connect, WEIR_CONNECT_TIMEOUT, nginx_seconds),
+        _ => return None,
+    })
+}
+
 /// `proxy-next-upstream`'s cases: whether refused connections (`error`)
 /// and connect timeouts (`timeout`) go to another endpoint, and the cases
 /// nginx knows that weir does not act on (it never resends a request that
@@ -232,32 +254,17 @@ pub(crate) fn ingress_settings(
     };
     let field = |k: &str| Some(format!("metadata.annotations[{k:?}]"));
     for (key, value) in annotations {
-        if key == WEIR_REQUEST_TIMEOUT {
-            match positive_duration(value) {
-                Ok(ms) => settings.timeout_ms = Some(ms),
-                Err(e) => report.error(field(key), "InvalidAnnotation", e),
-            }
-        } else if key == NGINX_PROXY_READ_TIMEOUT {
+        if let Some((timeout, weir_key, parse)) = timeout_annotation(key) {
             // weir.dev wins when both are set.
-            if annotations.contains_key(WEIR_REQUEST_TIMEOUT) {
+            if key != weir_key && annotations.contains_key(weir_key) {
                 continue;
             }
-            match nginx_seconds(value) {
-                Ok(ms) => settings.timeout_ms = Some(ms),
-                Err(e) => report.error(field(key), "InvalidAnnotation", e),
-            }
-        } else if key == WEIR_CONNECT_TIMEOUT {
-            match positive_duration(value) {
-                Ok(ms) => settings.connect_timeout_ms = Some(ms),
-                Err(e) => report.error(field(key), "InvalidAnnotation", e),
-            }
-        } else if key == NGINX_PROXY_CONNECT_TIMEOUT {
-            // weir.dev wins when both are set.
-            if annotations.contains_key(WEIR_CONNECT_TIMEOUT) {
-                continue;
-            }
-            match nginx_seconds(value) {
-                Ok(ms) => settings.connect_timeout_ms = Some(ms),
+            let slot = match timeout {
+                Timeout::Response => &mut settings.timeout_ms,
+                Timeout::Connect => &mut settings.connect_timeout_ms,
+            };
+            match parse(value) {
+                Ok(ms) => *slot = Some(ms),
                 Err(e) => report.error(field(key), "InvalidAnnotation", e),
             }
         } else if key == NGINX_PROXY_NEXT_UPSTREAM {

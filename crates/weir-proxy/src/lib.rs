@@ -206,8 +206,8 @@ pub struct Proxy {
     relays: tokio_util::task::TaskTracker,
 }
 
-/// Per-connection facts a request needs.
-#[derive(Clone, Debug)]
+/// Per-connection facts a request needs, shared by its requests (`Arc`).
+#[derive(Debug)]
 pub struct ConnInfo {
     /// Framing verdicts of the connection's request heads (HTTP/1).
     pub framing: Arc<framing::ConnFraming>,
@@ -349,7 +349,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: Arc<ConnInfo>,
     ) -> Result<Response<access_log::Logged<Body>>, Infallible> {
         let start = Instant::now();
         // Ends with the response body, or here if the request is abandoned.
@@ -363,7 +363,7 @@ impl Proxy {
         let mut facts = access_log::Facts::default();
         let https = conn.proto == "https";
         let (resp, metrics) = match self
-            .route_and_forward(req, conn, &request_id, &mut facts)
+            .route_and_forward(req, &conn, &request_id, &mut facts)
             .await
         {
             Ok((resp, target)) => (resp, Some(target)),
@@ -399,7 +399,7 @@ impl Proxy {
     async fn route_and_forward(
         &self,
         mut req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
         facts: &mut access_log::Facts,
     ) -> Result<(Response<Body>, Arc<router::Target>), Response<Body>> {
@@ -741,32 +741,26 @@ impl Proxy {
                     );
                     return Ok((resp, target));
                 }
-                if e.is_connect_timeout() {
-                    let resp = fail(
+                let (status, code, msg) = if e.is_connect_timeout() {
+                    (
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_connect_timeout",
                         "could not connect to the backend in time",
-                        UpstreamErrorKind::Connect,
-                    );
-                    return Ok((resp, target));
-                }
-                let (code, msg) = if e.is_connect() {
+                    )
+                } else if e.is_connect() {
                     (
+                        StatusCode::BAD_GATEWAY,
                         "upstream_connect_failed",
                         "could not connect to the backend",
                     )
                 } else {
                     (
+                        StatusCode::BAD_GATEWAY,
                         "upstream_protocol_error",
                         "the backend closed the connection or sent an invalid response",
                     )
                 };
-                let resp = fail(
-                    StatusCode::BAD_GATEWAY,
-                    code,
-                    msg,
-                    UpstreamErrorKind::Connect,
-                );
+                let resp = fail(status, code, msg, UpstreamErrorKind::Connect);
                 Ok((resp, target))
             }
             Err(_) => {

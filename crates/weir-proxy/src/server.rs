@@ -170,7 +170,7 @@ async fn serve_io<IO>(
 {
     let framing = Arc::new(ConnFraming::default());
     let clock = HeadClock::new();
-    let info = ConnInfo::new(peer, proto, framing.clone(), clock.clone());
+    let info = Arc::new(ConnInfo::new(peer, proto, framing.clone(), clock.clone()));
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = service_proxy.clone();
