@@ -519,12 +519,13 @@ async fn a_head_begun_after_idling_gets_the_head_deadline() {
 }
 
 /// HTTP/2 connections have no head deadline: a client (a gRPC channel, say)
-/// may open one and send its first request later.
+/// may open one and send its first request later, within the keep-alive
+/// timeout.
 #[tokio::test]
 async fn an_idle_http2_connection_is_not_cut_by_the_head_deadline() {
     use bytes::Bytes;
     use http_body_util::Full;
-    let (w, _up, _d) = setup().await;
+    let (w, _up, _d) = setup_with_keepalive("5s").await;
     let mut h2 = weir_tests::client::h2c(w.http).await;
     // Idle for longer than the 1 s head deadline: the behaviour under test.
     tokio::time::sleep(Duration::from_millis(1800)).await;
@@ -536,4 +537,48 @@ async fn an_idle_http2_connection_is_not_cut_by_the_head_deadline() {
         .await
         .expect("h2c connection still open");
     assert_eq!(resp.status(), 200);
+}
+
+/// An HTTP/2 connection with no stream open is sent a GOAWAY after the
+/// keep-alive timeout (1 s here) and closes cleanly; a stream that lasts
+/// longer than that is not cut.
+#[tokio::test]
+async fn an_idle_http2_connection_gets_a_goaway_after_the_keepalive_timeout() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (w, up, _d) = setup().await;
+    let stream = tokio::net::TcpStream::connect(w.http).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    // The backend answers 2 keep-alive timeouts later.
+    let req = http::Request::get("http://edge.test/")
+        .header("x-test-delay-ms", "2000")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.expect("a slow stream completes");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+
+    // Idle now: a GOAWAY, and the client's connection ends without error.
+    let idle = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("an idle HTTP/2 connection was kept open");
+    ended
+        .unwrap()
+        .expect("the connection ended with a GOAWAY, not an error");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "closed {:?} into the 1 s keep-alive timeout",
+        idle.elapsed()
+    );
+    assert!(
+        h2.ready().await.is_err(),
+        "the connection takes no new streams"
+    );
 }

@@ -69,7 +69,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "a.yaml",
         &route_yaml("a", "a.test", "/", "Prefix", "a", &up.addr.to_string()),
     );
-    let mut weir = Weir::serve(&dir.0, &["--drain-timeout", "10s"]).await;
+    // A drain deadline far beyond the test's waits: weir must exit because
+    // every connection closed, the idle keep-alive ones included (the
+    // client's pool keeps them), not because the deadline passed.
+    let mut weir = Weir::serve(&dir.0, &["--drain-timeout", "120s"]).await;
     let client = http1();
     let addr = weir.http;
     let in_flight: Vec<_> = (0..5)

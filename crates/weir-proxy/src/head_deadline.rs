@@ -1,20 +1,28 @@
-//! How long an HTTP/1 client connection may wait for its next request: the
+//! How long a client connection may wait for its next request: the
 //! keep-alive idle timeout (`--keepalive-timeout`) and the request-head
-//! deadline (`--header-read-timeout`, the slowloris guard).
+//! deadline (`--header-read-timeout`, the slowloris guard); and the
+//! connection's driver, which also carries the shutdown drain to it.
 //!
-//! - Between requests, an idle connection (no byte of a next request) is
-//!   closed `keepalive` after its previous response was sent. Load
-//!   balancers in front of an ingress pool their connections to it and
-//!   expect them to stay open for about a minute (nginx's
+//! - Between requests, an idle HTTP/1 connection (no byte of a next
+//!   request) is closed `keepalive` after its previous response was sent.
+//!   Load balancers in front of an ingress pool their connections to it
+//!   and expect them to stay open for about a minute (nginx's
 //!   `keepalive_timeout` is 75 s, an AWS ALB's idle timeout 60 s); closing
 //!   sooner races their next request and shows as sporadic 502s there.
 //! - Once the first byte of a head has arrived, the whole head must follow
 //!   within `head`. The first request of a connection must arrive whole
 //!   within `head` of the connection opening.
+//! - An HTTP/2 connection with no request in flight (a gRPC channel
+//!   between calls, or one that sent its preface and nothing else) is
+//!   asked to close with a GOAWAY `keepalive` after its last stream ended
+//!   (or after it opened), as nginx (`keepalive_timeout`) and Envoy
+//!   (`idle_timeout`) do; if it is still open `head` later, it is dropped.
+//!   Without this a client could hold HTTP/2 connections open for good by
+//!   answering hyper's keep-alive pings.
 //! - A request in flight (a slow backend, a slow upload or download) is
-//!   never cut by either.
+//!   never cut by any of them.
 //!
-//! hyper's own header-read timeout covered neither need: it starts only
+//! hyper's own header-read timeout covered none of these: it starts only
 //! after hyper-util has told HTTP/1 from HTTP/2, a detection that waits for
 //! the client's first bytes without a limit, so a connection that sent
 //! nothing stayed open for good; and it made idle keep-alive connections
@@ -24,18 +32,17 @@
 //! updates and two clock reads. When the timer fires, the deadline is
 //! worked out from the counters, and the timer is set no later than the
 //! earliest deadline a wait starting now could have, so it is never late.
-//!
-//! HTTP/2 connections have neither, as under hyper: their idle connections
-//! (a gRPC channel between calls) are hyper's keep-alive pings' business.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::drain::Registration;
 
 /// The two limits on a connection's wait for its next request.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +79,8 @@ pub struct HeadClock {
     /// The framing guard no longer sees where heads begin (after a request
     /// it cannot follow): every wait is then held to the head deadline.
     blind: AtomicBool,
-    /// The connection speaks HTTP/2: no deadline.
+    /// The connection speaks HTTP/2: only the idle deadline, and a GOAWAY
+    /// instead of a plain close.
     http2: AtomicBool,
 }
 
@@ -83,8 +91,6 @@ enum Due {
     At(Instant),
     /// A request is in flight.
     Busy,
-    /// HTTP/2: no deadline.
-    Never,
 }
 
 impl HeadClock {
@@ -136,10 +142,11 @@ impl HeadClock {
         self.http2.store(true, Ordering::Relaxed);
     }
 
+    fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
     fn due(&self, waits: Waits) -> Due {
-        if self.http2.load(Ordering::Relaxed) {
-            return Due::Never;
-        }
         // Times are written before their counts: a count read here comes
         // with the time of the event that made it.
         let ended = self.ended.load(Ordering::Acquire);
@@ -148,7 +155,11 @@ impl HeadClock {
         }
         let at =
             |nanos: &AtomicU64| self.opened + Duration::from_nanos(nanos.load(Ordering::Relaxed));
+        // The opening, until a response has ended.
         let idle_since = at(&self.idle_since);
+        if self.is_http2() {
+            return Due::At(idle_since + waits.keepalive);
+        }
         if ended == 0 {
             // The first request: whole within `head` of the opening.
             return Due::At(self.opened + waits.head);
@@ -178,34 +189,65 @@ impl Drop for InFlight {
     }
 }
 
-/// Runs `conn` (a client connection) until it ends, or until its wait for
-/// a request passes `waits`; `None` then, and the connection is dropped
-/// (closed).
-pub async fn serve_within<F: Future>(
-    conn: F,
+/// A client connection that can be asked to finish what it has in flight
+/// and close: hyper's server connections.
+pub trait Graceful: Future {
+    /// HTTP/1: closes after the response in flight, at once when idle.
+    /// HTTP/2: sends GOAWAY and closes once the open streams have ended.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+/// Runs `conn` (a client connection) until it ends: by itself, after the
+/// drain has asked it to close, or when its wait for a request passes
+/// `waits`. `None` then: the connection is dropped (closed); an HTTP/2
+/// connection gets a GOAWAY first and `waits.head` to close by itself.
+pub async fn serve_within<C: Graceful>(
+    conn: C,
     clock: &HeadClock,
     waits: Waits,
-) -> Option<F::Output> {
+    drain: &Registration,
+) -> Option<C::Output> {
     let mut conn = pin!(conn);
+    let mut drain = drain.signal();
     let mut timer = pin!(tokio::time::sleep_until(clock.opened + waits.head));
-    let mut armed = true;
+    // Asked to close (by the drain, or for idling over HTTP/2).
+    let mut closing = false;
+    // When an idle HTTP/2 connection was sent its GOAWAY.
+    let mut goaway: Option<Instant> = None;
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        while armed && timer.as_mut().poll(cx).is_ready() {
+        loop {
+            if !closing && drain.started(cx) {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             let now = Instant::now();
             // A wait that starts after now (a head beginning, a response
             // ending) ends no sooner than now + the shortest wait.
             let soonest = now + waits.shortest();
             match clock.due(waits) {
-                Due::At(due) if due <= now => return Poll::Ready(None),
-                Due::At(due) => timer.as_mut().reset(due.min(soonest)),
                 Due::Busy => timer.as_mut().reset(soonest),
-                Due::Never => armed = false,
+                Due::At(due) if due > now => timer.as_mut().reset(due.min(soonest)),
+                Due::At(_) if !clock.is_http2() => return Poll::Ready(None),
+                Due::At(_) => match goaway {
+                    Some(sent) if now >= sent + waits.head => return Poll::Ready(None),
+                    Some(sent) => timer.as_mut().reset(sent + waits.head),
+                    None => {
+                        // The loop polls the connection again, which
+                        // writes the GOAWAY.
+                        goaway = Some(now);
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        timer.as_mut().reset(now + waits.head);
+                    }
+                },
             }
         }
-        Poll::Pending
     })
     .await
 }
@@ -252,17 +294,76 @@ mod tests {
         // the head deadline.
         clock.blind();
         assert_eq!(clock.due(W), Due::At(o + 70 * S + 10 * S));
-        let _h2 = clock.start(Version::HTTP_2);
-        assert_eq!(clock.due(W), Due::Never);
+        // HTTP/2: the keep-alive timeout from the last stream's end.
+        let h2 = clock.start(Version::HTTP_2);
+        assert_eq!(clock.due(W), Due::Busy);
+        advance(S).await;
+        drop(h2);
+        assert_eq!(clock.due(W), Due::At(o + 71 * S + 75 * S));
+        // From the opening when no stream has ended yet.
+        let clock = HeadClock::new();
+        clock.http2();
+        assert_eq!(clock.due(W), Due::At(clock.opened + 75 * S));
+    }
+
+    /// A client connection: runs `work`, and once asked to close
+    /// gracefully, ends if `obeys` (else only when dropped).
+    struct Conn<F> {
+        work: Pin<Box<F>>,
+        obeys: bool,
+        asked: Option<Instant>,
+        asked_at: std::rc::Rc<std::cell::Cell<Option<Instant>>>,
+    }
+
+    impl<F: Future<Output = ()>> Future for Conn<F> {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+            if self.obeys && self.asked.is_some() {
+                return Poll::Ready(());
+            }
+            self.work.as_mut().poll(cx)
+        }
+    }
+
+    impl<F: Future<Output = ()>> Graceful for Conn<F> {
+        fn graceful_shutdown(mut self: Pin<&mut Self>) {
+            assert!(self.asked.is_none(), "asked twice");
+            self.asked = Some(Instant::now());
+            self.asked_at.set(self.asked);
+        }
+    }
+
+    /// How `work` on a connection with `clock` ends, in whole seconds from
+    /// now: when it was asked to close, and when it was dropped (`None`
+    /// if it ended by itself).
+    async fn run(
+        clock: &HeadClock,
+        obeys: bool,
+        drain: &Registration,
+        work: impl Future<Output = ()>,
+    ) -> (Option<u64>, Option<u64>) {
+        let started = Instant::now();
+        let asked_at = std::rc::Rc::new(std::cell::Cell::new(None));
+        let conn = Conn {
+            work: Box::pin(work),
+            obeys,
+            asked: None,
+            asked_at: asked_at.clone(),
+        };
+        let dropped = serve_within(conn, clock, W, drain).await.is_none();
+        let secs = |t: Instant| (t - started).as_secs();
+        (
+            asked_at.get().map(secs),
+            dropped.then(|| secs(Instant::now())),
+        )
     }
 
     /// Closes `conn` at the deadline; returns when, in seconds from now.
     async fn closed_after(clock: &HeadClock, conn: impl Future<Output = ()>) -> Option<u64> {
-        let started = Instant::now();
-        serve_within(conn, clock, W)
-            .await
-            .is_none()
-            .then(|| started.elapsed().as_secs())
+        let drain = crate::drain::Drain::new();
+        let (asked, dropped) = run(clock, true, &drain.register(), conn).await;
+        assert_eq!(asked, None, "HTTP/1 connections are dropped, not asked");
+        dropped
     }
 
     #[tokio::test(start_paused = true)]
@@ -295,14 +396,62 @@ mod tests {
         };
         assert_eq!(closed_after(&clock, conn).await, Some(5 + 40 + 10));
 
-        // HTTP/2: never.
-        let clock = HeadClock::new();
-        clock.http2();
-        let conn = tokio::time::sleep(1000 * S);
-        assert_eq!(closed_after(&clock, conn).await, None);
-
         // A connection that ends by itself.
         let clock = HeadClock::new();
-        assert_eq!(serve_within(async { 7 }, &clock, W).await, Some(7));
+        let drain = crate::drain::Drain::new();
+        let conn = Conn {
+            work: Box::pin(async {}),
+            obeys: true,
+            asked: None,
+            asked_at: Default::default(),
+        };
+        assert_eq!(
+            serve_within(conn, &clock, W, &drain.register()).await,
+            Some(())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_http2_connections_get_a_goaway_and_then_are_dropped() {
+        let drain = crate::drain::Drain::new();
+        let reg = drain.register();
+        // A stream 200 s long, then idle: GOAWAY `keepalive` after it
+        // ended; a client that obeys closes then.
+        let clock = HeadClock::new();
+        clock.http2();
+        let stream = clock.start(Version::HTTP_2);
+        let work = async {
+            tokio::time::sleep(200 * S).await;
+            drop(stream);
+            std::future::pending().await
+        };
+        assert_eq!(run(&clock, true, &reg, work).await, (Some(275), None));
+        // One that does not is dropped `head` after the GOAWAY.
+        let clock = HeadClock::new();
+        clock.http2();
+        let work = std::future::pending();
+        assert_eq!(run(&clock, false, &reg, work).await, (Some(75), Some(85)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_asks_every_connection_to_close() {
+        let drain = crate::drain::Drain::new();
+        let (h1, h2) = (drain.register(), drain.register());
+        let start = async {
+            tokio::time::sleep(3 * S).await;
+            drain.start();
+        };
+        let clock = HeadClock::new();
+        let req = clock.start(Version::HTTP_11);
+        let busy_h1 = run(&clock, true, &h1, async move {
+            let _req = req;
+            std::future::pending().await
+        });
+        let clock2 = HeadClock::new();
+        clock2.http2();
+        let idle_h2 = run(&clock2, true, &h2, std::future::pending());
+        let ((), a, b) = tokio::join!(start, busy_h1, idle_h2);
+        assert_eq!(a, (Some(3), None));
+        assert_eq!(b, (Some(3), None));
     }
 }

@@ -2,7 +2,9 @@
 //! the current snapshot and proxies it to a pooled upstream connection.
 //!
 //! ```text
-//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits, drain; head_deadline.rs: keep-alive and head deadlines)
+//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits)
+//!              head_deadline.rs: keep-alive, head and HTTP/2 idle deadlines;
+//!              drain.rs: graceful close of every connection on shutdown
 //!         ─▶ Proxy::handle
 //!              1. request id            headers.rs
 //!              2. edge checks           framing, Host, header/URI limits
@@ -24,6 +26,7 @@
 
 pub mod access_log;
 pub mod cidr;
+mod drain;
 mod framing;
 mod h1;
 mod head_deadline;
@@ -135,8 +138,8 @@ pub struct ProxyConfig {
     /// Time an HTTP/1 client has to send a request head, from its first
     /// byte or the connection opening (head_deadline.rs).
     pub header_read_timeout: Duration,
-    /// Idle HTTP/1 client connections are closed this long after their
-    /// last response (head_deadline.rs).
+    /// Idle HTTP/1 client connections are closed, and HTTP/2 ones sent a
+    /// GOAWAY, this long after their last response (head_deadline.rs).
     pub keepalive_timeout: Duration,
     /// Most request headers accepted (431 beyond).
     pub max_headers: usize,

@@ -10,11 +10,11 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::drain::{Drain, Registration};
 use crate::framing::{ConnFraming, FramingGuard};
-use crate::head_deadline::{self, HeadClock};
+use crate::head_deadline::{self, Graceful, HeadClock};
 use crate::{ConnInfo, Proxy};
 
 /// A bound listener and what it serves.
@@ -56,7 +56,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(proxy.config.max_header_bytes * 2).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let connections = Drain::new();
     let proto = listener.proto;
     let acceptor = listener.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
@@ -74,22 +74,23 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 match &acceptor {
-                    None => spawn_connection(stream, peer, proto, &proxy, &builder, &graceful),
-                    Some(acceptor) => spawn_tls(stream, peer, acceptor, &proxy, &builder, &graceful),
+                    None => spawn_connection(stream, peer, proto, &proxy, &builder, connections.register()),
+                    Some(acceptor) => spawn_tls(stream, peer, acceptor, &proxy, &builder, connections.register()),
                 }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let open = connections.open();
     tracing::info!(
         open,
         upgraded = proxy.relays_open(),
         "Draining connections."
     );
+    connections.start();
     let drained = async {
-        graceful.shutdown().await;
+        connections.closed().await;
         proxy.relays_ended().await;
     };
     tokio::select! {
@@ -111,14 +112,11 @@ fn spawn_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
     proxy: &Arc<Proxy>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    drain: Registration,
 ) {
     let accept = acceptor.accept(stream);
     let proxy = proxy.clone();
     let builder = builder.clone();
-    // GracefulShutdown is not Clone; the task registers the connection
-    // through a watcher taken now.
-    let watcher = graceful.watcher();
     let timeout = proxy.config.header_read_timeout;
     tokio::spawn(async move {
         let tls = match tokio::time::timeout(timeout, accept).await {
@@ -134,7 +132,7 @@ fn spawn_tls(
                 return;
             }
         };
-        serve_io(tls, peer, "https", proxy, builder, watcher).await;
+        serve_io(tls, peer, "https", proxy, builder, drain).await;
     });
 }
 
@@ -144,7 +142,7 @@ fn spawn_connection(
     proto: &'static str,
     proxy: &Arc<Proxy>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    drain: Registration,
 ) {
     tokio::spawn(serve_io(
         stream,
@@ -152,7 +150,7 @@ fn spawn_connection(
         proto,
         proxy.clone(),
         builder.clone(),
-        graceful.watcher(),
+        drain,
     ));
 }
 
@@ -164,7 +162,7 @@ async fn serve_io<IO>(
     proto: &'static str,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Registration,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -180,21 +178,34 @@ async fn serve_io<IO>(
     let io = TokioIo::new(FramingGuard::new(io, framing, clock.clone()));
     // Upgrades only happen when the handler answers 101 (upgrade.rs);
     // other requests pay nothing for them.
-    let conn = watcher.watch(
-        builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned(),
-    );
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
     let gauge = &proxy.metrics.open_connections;
     gauge.inc();
     let waits = head_deadline::Waits {
         head: proxy.config.header_read_timeout,
         keepalive: proxy.config.keepalive_timeout,
     };
-    match head_deadline::serve_within(conn, &clock, waits).await {
+    match head_deadline::serve_within(conn, &clock, waits, &drain).await {
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
         None => tracing::debug!(%peer, "No request in time; connection closed."),
     }
     gauge.dec();
+}
+
+impl<I, B, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
 }

@@ -150,7 +150,8 @@ pub struct ListenArgs {
     /// Idle HTTP/1 client connections (keep-alive, no request under way)
     /// are closed this long after their last response, as nginx's
     /// keepalive_timeout; keep it above the idle timeout of any load
-    /// balancer in front.
+    /// balancer in front. HTTP/2 connections with no stream open get a
+    /// GOAWAY after as long.
     #[arg(long, default_value = "75s", value_parser = duration, env = "WEIR_KEEPALIVE_TIMEOUT")]
     pub keepalive_timeout: Dur,
     /// On SIGTERM, how long in-flight requests may take to finish.
