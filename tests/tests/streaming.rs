@@ -103,6 +103,90 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
     );
 }
 
+/// The route's timeout (1 s here) runs from the end of the request body:
+/// an upload that keeps moving is never cut however long it takes, a pause
+/// in it longer than the timeout is (408 when the client paused), and the
+/// backend still has the timeout to answer once the body is in.
+#[tokio::test]
+async fn uploads_are_timed_by_their_pauses_not_their_length() {
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use futures_util::StreamExt;
+    use http_body_util::Full;
+    use http_body_util::combinators::BoxBody;
+
+    let up = Upstream::start("upload").await;
+    let dir = TempDir::new("upload");
+    dir.write(
+        "r.yaml",
+        &route_yaml_with(
+            "upload",
+            "weir.dev/request-timeout: 1s",
+            "upload.test",
+            "upload",
+            &up.addr.to_string(),
+            "",
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let post = |body: BoxBody<Bytes, Infallible>, delay_ms: &str| {
+        let req = http::Request::post("/upload")
+            .header("host", "upload.test")
+            .header("x-test-delay-ms", delay_ms)
+            .body(body)
+            .unwrap();
+        let addr = weir.http;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let started = Instant::now();
+            let resp = sender.send_request(req).await.expect("an answer");
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, json, started.elapsed())
+        }
+    };
+    fn chunk() -> Result<Frame<Bytes>, Infallible> {
+        Ok(Frame::data(Bytes::from(vec![b'u'; 1000])))
+    }
+
+    // Ten chunks 250 ms apart: 2.5 timeouts long, never paused for one.
+    let moving = futures_util::stream::iter(0..10).then(|_| async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        chunk()
+    });
+    let (status, json, took) = post(BoxBody::new(StreamBody::new(moving)), "0").await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["body_bytes"], 10_000);
+    assert!(took >= Duration::from_millis(2400), "took {took:?}");
+
+    // One chunk, then the client pauses for good.
+    let stalled = futures_util::stream::iter([chunk()]).chain(futures_util::stream::pending());
+    let (status, json, took) = post(BoxBody::new(StreamBody::new(stalled)), "0").await;
+    assert_eq!(status, 408, "{json}");
+    assert_eq!(json["error"], "request_body_timeout");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
+        "answered after {took:?}"
+    );
+
+    // The whole body at once; the backend answers 3 s later.
+    let whole = BoxBody::new(Full::new(Bytes::from(vec![b'u'; 1000])).map_err(|e| match e {}));
+    let (status, json, took) = post(whole, "3000").await;
+    assert_eq!(status, 504, "{json}");
+    assert_eq!(json["error"], "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+}
+
 /// A stream over an iterator, yielding to the runtime between items so the
 /// body is produced as it is sent.
 fn tokio_stream_iter<I, T>(iter: I) -> impl futures_core::Stream<Item = T>

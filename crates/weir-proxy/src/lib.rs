@@ -128,7 +128,8 @@ pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 /// Limits and timeouts of the data plane.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// Upstream response-header timeout when the route sets none.
+    /// Upstream response timeout when the route sets none: from the end of
+    /// the request body, and the longest pause in it (request_body.rs).
     pub default_timeout: Duration,
     /// Largest request body when the route sets none (413 beyond); 0
     /// accepts any size.
@@ -656,6 +657,7 @@ impl Proxy {
 
         let version = req.version();
         let req = req.map(|body| request_body::RequestBody::new(body, target.max_body));
+        let progress = req.body().progress();
         let upgrading = client_upgrade.is_some();
         let mut addr = endpoint.addr;
         let last_addr = &mut addr;
@@ -702,7 +704,7 @@ impl Proxy {
                 (endpoint, req) = (next, unsent);
             }
         };
-        let answered = tokio::time::timeout(target.timeout, sent).await;
+        let answered = within_timeout(sent, target.timeout, progress.as_deref()).await;
         facts.upstream = Some(addr);
         match answered {
             Ok(Ok(resp)) => {
@@ -766,7 +768,22 @@ impl Proxy {
                 let resp = fail(status, code, msg, UpstreamErrorKind::Connect);
                 Ok((resp, target))
             }
-            Err(_) => {
+            Err(Expired::Client) => {
+                tracing::debug!(%addr, route = %target.name, "The client stopped sending its request body.");
+                let mut resp = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_body_timeout",
+                    "the request body stopped arriving",
+                    request_id,
+                );
+                if version < Version::HTTP_2 {
+                    // The rest of the body will not be read.
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok((resp, target))
+            }
+            Err(Expired::Upstream) => {
                 tracing::debug!(%addr, route = %target.name, "Upstream timed out.");
                 let resp = fail(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -778,6 +795,52 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Why [`within_timeout`] gave up.
+enum Expired {
+    /// The upstream did not answer in time, or stopped taking the body.
+    Upstream,
+    /// The client paused its request body for longer than the timeout.
+    Client,
+}
+
+/// Waits for `sent` (the upstream's response head) within the route's
+/// `timeout`, counted from the end of the request body (request_body.rs):
+/// an upload that keeps moving is never cut, however long it takes, and
+/// each pause in it gets `timeout` too. Without a body (`progress` is
+/// `None`), from now. One timer, re-armed only when it fires.
+async fn within_timeout<F: std::future::Future>(
+    sent: F,
+    timeout: Duration,
+    progress: Option<&request_body::Progress>,
+) -> Result<F::Output, Expired> {
+    let mut sent = std::pin::pin!(sent);
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    std::future::poll_fn(|cx| {
+        loop {
+            if let std::task::Poll::Ready(out) = sent.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Ok(out));
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+            let Some(progress) = progress else {
+                return std::task::Poll::Ready(Err(Expired::Upstream));
+            };
+            let due = progress.last_moved() + timeout;
+            if due > Instant::now() {
+                timer.as_mut().reset(due);
+                continue;
+            }
+            return std::task::Poll::Ready(Err(if progress.awaiting_client() {
+                Expired::Client
+            } else {
+                Expired::Upstream
+            }));
+        }
+    })
+    .await
 }
 
 impl Proxy {
@@ -1023,5 +1086,57 @@ mod tests {
             }
             assert!(split_host(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_runs_from_the_body_end_and_limits_each_pause() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        use tokio::time::{Instant, advance, sleep};
+
+        use crate::{Expired, request_body, within_timeout};
+        const S: Duration = Duration::from_secs(1);
+        let answer_at = |secs: u64| async move {
+            sleep(Duration::from_secs(secs)).await;
+        };
+        let timed = |progress: Option<Arc<request_body::Progress>>, answer: u64| async move {
+            let start = Instant::now();
+            let out = within_timeout(answer_at(answer), 10 * S, progress.as_deref()).await;
+            (
+                out.map_err(|e| matches!(e, Expired::Client)),
+                start.elapsed().as_secs(),
+            )
+        };
+        // No body: from the start.
+        assert_eq!(timed(None, 9).await, (Ok(()), 9));
+        assert_eq!(timed(None, 11).await, (Err(false), 10));
+
+        // A body moving every 5 s for 30 s, then the answer 9 s later.
+        let p = Arc::new(request_body::Progress::new());
+        let feed = {
+            let p = p.clone();
+            async move {
+                for i in 1..=6 {
+                    sleep(5 * S).await;
+                    p.frame(i == 6);
+                }
+            }
+        };
+        let (out, ()) = tokio::join!(timed(Some(p), 39), feed);
+        assert_eq!(out, (Ok(()), 39));
+
+        // The client pauses after a frame at 2 s: 408, 10 s after it.
+        let p = Arc::new(request_body::Progress::new());
+        advance(2 * S).await;
+        p.frame(false);
+        p.paused_by_client();
+        let out = within_timeout(answer_at(100), 10 * S, Some(&p)).await;
+        assert!(matches!(out, Err(Expired::Client)));
+
+        // The upstream stops taking the body: 504.
+        let p = Arc::new(request_body::Progress::new());
+        p.frame(false);
+        let out = within_timeout(answer_at(100), 10 * S, Some(&p)).await;
+        assert!(matches!(out, Err(Expired::Upstream)));
     }
 }

@@ -1,16 +1,29 @@
 //! The client's request body on its way upstream, counted against the
-//! route's size limit (`proxy-body-size`) as it streams.
+//! route's size limit (`proxy-body-size`) as it streams, and watched for
+//! the route's timeout.
 //!
 //! A body that declares its length is refused before it is read (413, see
 //! `lib.rs`); this catches the ones that do not (chunked HTTP/1.1, HTTP/2
 //! without `content-length`) at the first frame past the limit, so no more
 //! than the limit ever reaches the upstream.
+//!
+//! weir streams bodies instead of buffering them as ingress-nginx does, so
+//! the route's timeout cannot simply run from the start of the exchange: a
+//! large upload over a slow link would be cut while it is still moving.
+//! [`Progress`] records when the body last moved and when it ended; the
+//! timeout (lib.rs) then runs from the body's end, and before that limits
+//! each pause in it, as nginx's `client_body_timeout` and
+//! `proxy_send_timeout` limit the time between two reads or writes.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Instant;
 
 /// A request body with an optional byte limit.
 #[derive(Debug)]
@@ -20,6 +33,70 @@ pub struct RequestBody {
     limit: Option<u64>,
     /// Bytes passed on so far.
     seen: u64,
+    /// Kept for bodies that are not empty from the start.
+    progress: Option<Arc<Progress>>,
+}
+
+/// How far a request body has got on its way upstream. Written by the body
+/// (polled in the upstream connection's task), read by the request's
+/// timeout.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    origin: Instant,
+    /// When a frame last passed, in nanoseconds since `origin`.
+    moved: AtomicU64,
+    /// The whole body has passed.
+    ended: AtomicBool,
+    /// The last poll found nothing from the client: a pause now is the
+    /// client's, not the upstream's.
+    awaiting_client: AtomicBool,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Progress {
+            origin: Instant::now(),
+            moved: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            awaiting_client: AtomicBool::new(false),
+        }
+    }
+
+    /// Records a frame passing (or, with `ended`, the body's end).
+    fn moved(&self) {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.moved.store(nanos, Ordering::Release);
+        self.awaiting_client.store(false, Ordering::Relaxed);
+    }
+
+    /// Test hook: the body's poll found nothing from the client.
+    #[cfg(test)]
+    pub(crate) fn paused_by_client(&self) {
+        self.awaiting_client.store(true, Ordering::Relaxed);
+    }
+
+    /// Test hook: a frame passed, and whether it was the last.
+    #[cfg(test)]
+    pub(crate) fn frame(&self, last: bool) {
+        self.moved();
+        self.ended.store(last, Ordering::Relaxed);
+    }
+
+    /// When the body last moved (or was created), or when it ended.
+    pub(crate) fn last_moved(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.moved.load(Ordering::Acquire))
+    }
+
+    /// Whether the whole body has passed.
+    pub(crate) fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body is paused because the client sends nothing (rather
+    /// than because the upstream takes nothing).
+    pub(crate) fn awaiting_client(&self) -> bool {
+        !self.ended() && self.awaiting_client.load(Ordering::Relaxed)
+    }
 }
 
 /// Why a request body stopped.
@@ -36,11 +113,18 @@ pub enum RequestBodyError {
 impl RequestBody {
     /// Wraps `inner`, allowing at most `limit` bytes when given.
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        let progress = (!inner.is_end_stream()).then(|| Arc::new(Progress::new()));
         RequestBody {
             inner,
             limit,
             seen: 0,
+            progress,
         }
+    }
+
+    /// How far the body has got; `None` for a body empty from the start.
+    pub(crate) fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
     }
 }
 
@@ -52,7 +136,27 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(progress) = &self.progress {
+            match &polled {
+                Poll::Pending => progress.awaiting_client.store(true, Ordering::Relaxed),
+                Poll::Ready(Some(Ok(_))) => {
+                    progress.moved();
+                    // The upstream connection stops polling once the body
+                    // says it has ended.
+                    if self.inner.is_end_stream() {
+                        progress.ended.store(true, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(None) => {
+                    progress.moved();
+                    progress.ended.store(true, Ordering::Relaxed);
+                }
+                // The exchange fails with the body.
+                Poll::Ready(Some(Err(_))) => {}
+            }
+        }
+        let frame = ready!(polled);
         if let Some(limit) = self.limit
             && let Some(Ok(f)) = &frame
             && let Some(data) = f.data_ref()

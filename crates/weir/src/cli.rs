@@ -136,7 +136,9 @@ pub struct ListenArgs {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:10254", env = "WEIR_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
-    /// Upstream response-header timeout for routes that set none.
+    /// How long an upstream has to answer, from the end of the request
+    /// body (and the longest pause while a body streams), for routes that
+    /// set none.
     #[arg(long, default_value = "60s", value_parser = duration, env = "WEIR_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Dur,
     /// Upstream connect timeout (TCP, TLS, HTTP/2 handshake) for routes that set none.
