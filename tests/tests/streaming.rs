@@ -187,6 +187,60 @@ async fn uploads_are_timed_by_their_pauses_not_their_length() {
     );
 }
 
+/// `proxy-send-timeout` limits a pause while the backend takes nothing of
+/// the body, apart from the (longer) request timeout: a backend that
+/// accepts the connection and never reads gets 504 after the send timeout.
+#[tokio::test]
+async fn a_backend_that_stops_reading_the_body_meets_the_send_timeout() {
+    use std::time::{Duration, Instant};
+
+    // Accepts connections and never reads them.
+    let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf_addr = deaf.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = deaf.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = TempDir::new("deaf");
+    dir.write(
+        "r.yaml",
+        &route_yaml_with(
+            "deaf",
+            "weir.dev/request-timeout: 60s, nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+            "deaf.test",
+            "deaf",
+            &deaf_addr.to_string(),
+            "",
+        ),
+    );
+    let weir = Weir::serve(&dir.0, &[]).await;
+    // 256 MB offered lazily: far more than the socket buffers between
+    // weir and the backend hold.
+    let chunks = (0..4096)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'u'; 65536]))));
+    let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("http://{}/upload", weir.http))
+        .header("host", "deaf.test")
+        .body(StreamBody::new(tokio_stream_iter(chunks)))
+        .unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("answered before the 60 s request timeout")
+        .expect("an answer, not a failed exchange");
+    assert_eq!(resp.status(), 504);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "upstream_timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
 /// A stream over an iterator, yielding to the runtime between items so the
 /// body is produced as it is sent.
 fn tokio_stream_iter<I, T>(iter: I) -> impl futures_core::Stream<Item = T>

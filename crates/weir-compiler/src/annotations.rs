@@ -26,6 +26,13 @@ pub const WEIR_REQUEST_TIMEOUT: &str = "weir.dev/request-timeout";
 pub const WEIR_CONNECT_TIMEOUT: &str = "weir.dev/connect-timeout";
 /// ingress-nginx's spelling (`proxy_connect_timeout`), in seconds.
 const NGINX_PROXY_CONNECT_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-connect-timeout";
+/// `weir.dev/send-timeout`: the longest pause while a backend takes
+/// nothing of a streaming request body, Go duration (default: the request
+/// timeout).
+pub const WEIR_SEND_TIMEOUT: &str = "weir.dev/send-timeout";
+/// ingress-nginx's spelling (`proxy_send_timeout`: the time between two
+/// writes to the backend), in seconds.
+const NGINX_PROXY_SEND_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-send-timeout";
 /// ingress-nginx: in which cases a request goes to the next endpoint
 /// (`error timeout` by default, or `off`).
 const NGINX_PROXY_NEXT_UPSTREAM: &str = "nginx.ingress.kubernetes.io/proxy-next-upstream";
@@ -129,6 +136,8 @@ enum Timeout {
     Response,
     /// The upstream connect timeout.
     Connect,
+    /// The longest pause while the upstream takes no request body.
+    Send,
 }
 
 /// A timeout annotation: the timeout it sets, the `weir.dev` key that wins
@@ -141,6 +150,8 @@ fn timeout_annotation(key: &str) -> Option<TimeoutAnnotation> {
         NGINX_PROXY_READ_TIMEOUT => (Timeout::Response, WEIR_REQUEST_TIMEOUT, nginx_seconds),
         WEIR_CONNECT_TIMEOUT => (Timeout::Connect, WEIR_CONNECT_TIMEOUT, positive_duration),
         NGINX_PROXY_CONNECT_TIMEOUT => (Timeout::Connect, WEIR_CONNECT_TIMEOUT, nginx_seconds),
+        WEIR_SEND_TIMEOUT => (Timeout::Send, WEIR_SEND_TIMEOUT, positive_duration),
+        NGINX_PROXY_SEND_TIMEOUT => (Timeout::Send, WEIR_SEND_TIMEOUT, nginx_seconds),
         _ => return None,
     })
 }
@@ -207,6 +218,7 @@ pub fn parse_size(value: &str) -> Option<u64> {
 pub(crate) struct IngressSettings {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) send_timeout_ms: Option<u64>,
     /// `proxy-next-upstream(-tries)`; `None` keeps the default.
     pub(crate) next_upstream: Option<NextUpstream>,
     /// Request body limit in bytes, `Some(0)` for none.
@@ -230,6 +242,7 @@ impl Default for IngressSettings {
         IngressSettings {
             timeout_ms: None,
             connect_timeout_ms: None,
+            send_timeout_ms: None,
             next_upstream: None,
             max_body_bytes: None,
             access_log_off: false,
@@ -262,6 +275,7 @@ pub(crate) fn ingress_settings(
             let slot = match timeout {
                 Timeout::Response => &mut settings.timeout_ms,
                 Timeout::Connect => &mut settings.connect_timeout_ms,
+                Timeout::Send => &mut settings.send_timeout_ms,
             };
             match parse(value) {
                 Ok(ms) => *slot = Some(ms),

@@ -193,6 +193,7 @@ impl<'a> Resolver<'a> {
             }],
             timeout_ms: None,
             connect_timeout_ms: None,
+            send_timeout_ms: None,
             next_upstream: None,
             max_body_bytes: None,
             access_log_off: false,

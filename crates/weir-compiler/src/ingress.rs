@@ -347,6 +347,7 @@ fn action(
         }],
         timeout_ms: settings.timeout_ms,
         connect_timeout_ms: settings.connect_timeout_ms,
+        send_timeout_ms: settings.send_timeout_ms,
         next_upstream: settings.next_upstream,
         max_body_bytes: settings.max_body_bytes,
         access_log_off: settings.access_log_off,

@@ -27,6 +27,7 @@ fn action(i: usize) -> RouteAction {
         }],
         timeout_ms: None,
         connect_timeout_ms: None,
+        send_timeout_ms: None,
         next_upstream: None,
         max_body_bytes: None,
         access_log_off: false,

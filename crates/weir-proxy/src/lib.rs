@@ -704,7 +704,13 @@ impl Proxy {
                 (endpoint, req) = (next, unsent);
             }
         };
-        let answered = within_timeout(sent, target.timeout, progress.as_deref()).await;
+        let answered = within_timeout(
+            sent,
+            target.timeout,
+            target.send_timeout,
+            progress.as_deref(),
+        )
+        .await;
         facts.upstream = Some(addr);
         match answered {
             Ok(Ok(resp)) => {
@@ -807,16 +813,24 @@ enum Expired {
 
 /// Waits for `sent` (the upstream's response head) within the route's
 /// `timeout`, counted from the end of the request body (request_body.rs):
-/// an upload that keeps moving is never cut, however long it takes, and
-/// each pause in it gets `timeout` too. Without a body (`progress` is
-/// `None`), from now. One timer, re-armed only when it fires.
+/// an upload that keeps moving is never cut, however long it takes. Each
+/// pause in it gets `timeout` when the client sends nothing (nginx's
+/// `client_body_timeout`), `send` when the upstream takes nothing
+/// (`proxy_send_timeout`). Without a body (`progress` is `None`), from
+/// now. One timer, re-armed only when it fires.
 async fn within_timeout<F: std::future::Future>(
     sent: F,
     timeout: Duration,
+    send: Duration,
     progress: Option<&request_body::Progress>,
 ) -> Result<F::Output, Expired> {
     let mut sent = std::pin::pin!(sent);
-    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    let first = if progress.is_some() {
+        timeout.min(send)
+    } else {
+        timeout
+    };
+    let mut timer = std::pin::pin!(tokio::time::sleep(first));
     std::future::poll_fn(|cx| {
         loop {
             if let std::task::Poll::Ready(out) = sent.as_mut().poll(cx) {
@@ -828,9 +842,18 @@ async fn within_timeout<F: std::future::Future>(
             let Some(progress) = progress else {
                 return std::task::Poll::Ready(Err(Expired::Upstream));
             };
-            let due = progress.last_moved() + timeout;
-            if due > Instant::now() {
-                timer.as_mut().reset(due);
+            let limit = if progress.ended() || progress.awaiting_client() {
+                timeout
+            } else {
+                send
+            };
+            let due = progress.last_moved() + limit;
+            let now = Instant::now();
+            if due > now {
+                // Who the pause is waiting on can change before `due`
+                // without the body moving; no pause can end sooner than
+                // now plus the shorter limit.
+                timer.as_mut().reset(due.min(now + timeout.min(send)));
                 continue;
             }
             return std::task::Poll::Ready(Err(if progress.awaiting_client() {
@@ -1101,7 +1124,7 @@ mod tests {
         };
         let timed = |progress: Option<Arc<request_body::Progress>>, answer: u64| async move {
             let start = Instant::now();
-            let out = within_timeout(answer_at(answer), 10 * S, progress.as_deref()).await;
+            let out = within_timeout(answer_at(answer), 10 * S, 10 * S, progress.as_deref()).await;
             (
                 out.map_err(|e| matches!(e, Expired::Client)),
                 start.elapsed().as_secs(),
@@ -1130,13 +1153,15 @@ mod tests {
         advance(2 * S).await;
         p.frame(false);
         p.paused_by_client();
-        let out = within_timeout(answer_at(100), 10 * S, Some(&p)).await;
+        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
         assert!(matches!(out, Err(Expired::Client)));
+        assert_eq!(p.last_moved().elapsed(), 10 * S);
 
-        // The upstream stops taking the body: 504.
+        // The upstream stops taking the body: 504, after the send timeout.
         let p = Arc::new(request_body::Progress::new());
         p.frame(false);
-        let out = within_timeout(answer_at(100), 10 * S, Some(&p)).await;
+        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
         assert!(matches!(out, Err(Expired::Upstream)));
+        assert_eq!(p.last_moved().elapsed(), 3 * S);
     }
 }

@@ -85,7 +85,11 @@ pub struct Target {
     backends: Box<[(Arc<Upstream>, u32)]>,
     total_weight: u32,
     cursor: AtomicUsize,
+    /// How long the upstream has to answer once the request body is in,
+    /// and the longest pause the client may make in the body.
     pub(crate) timeout: Duration,
+    /// The longest pause while the upstream takes nothing of the body.
+    pub(crate) send_timeout: Duration,
     /// Connect timeout for new upstream connections; `None` is the pools'
     /// default (`--connect-timeout`).
     pub(crate) connect_timeout: Option<Duration>,
@@ -208,14 +212,18 @@ impl RouteTable {
                 .iter()
                 .filter_map(|b| Some((upstreams.get(b.upstream.0.as_str())?.clone(), b.weight)))
                 .collect();
+            let timeout = action
+                .timeout_ms
+                .map_or(default_timeout, Duration::from_millis);
             Arc::new(Target {
                 total_weight: backends.iter().map(|(_, w)| *w).sum(),
                 backends,
                 cursor: AtomicUsize::new(0),
                 name,
-                timeout: action
-                    .timeout_ms
-                    .map_or(default_timeout, Duration::from_millis),
+                timeout,
+                send_timeout: action
+                    .send_timeout_ms
+                    .map_or(timeout, Duration::from_millis),
                 connect_timeout: action.connect_timeout_ms.map(Duration::from_millis),
                 next_upstream: action
                     .next_upstream
@@ -323,6 +331,7 @@ mod tests {
             }],
             timeout_ms: None,
             connect_timeout_ms: None,
+            send_timeout_ms: None,
             next_upstream: None,
             max_body_bytes: None,
             access_log_off: false,

@@ -157,6 +157,11 @@ pub struct RouteAction {
     /// new connection); `None` means the proxy's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
+    /// Longest pause while the upstream takes nothing of a streaming
+    /// request body (ingress-nginx's `proxy-send-timeout`); `None` means
+    /// the route's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_timeout_ms: Option<u64>,
     /// When a request that got no connection goes to another endpoint
     /// (ingress-nginx's `proxy-next-upstream`); `None` is the default,
     /// [`NextUpstream::DEFAULT`].
