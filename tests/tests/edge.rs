@@ -44,6 +44,15 @@ async fn setup_with_keepalive(keepalive: &str) -> (Weir, Upstream, TempDir) {
     (weir, up, dir)
 }
 
+/// `weir_client_timeouts_total{kind}`.
+async fn client_timeouts(weir: &Weir, kind: &str) -> String {
+    let text = weir.metrics().await.expect("metrics");
+    let series = format!("weir_client_timeouts_total{{kind=\"{kind}\"}}");
+    weir_tests::metric_value(&text, &series)
+        .unwrap_or_else(|| panic!("no {series}"))
+        .to_owned()
+}
+
 /// Sends `req`, checks the first status line and, for refusals, that the
 /// upstream saw nothing.
 async fn expect(
@@ -385,6 +394,8 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_head_deadline() {
     );
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(client_timeouts(&w, "request_head").await, "1");
+    assert_eq!(client_timeouts(&w, "keepalive").await, "0");
 }
 
 /// Neither deadline cuts a request in flight: a slow backend or a slow
@@ -468,6 +479,8 @@ async fn requests_in_flight_outlive_the_head_deadline_and_idle_connections_do_no
         "closed {:?} into the 5 s keep-alive timeout",
         idle.elapsed()
     );
+    assert_eq!(client_timeouts(&w, "keepalive").await, "1");
+    assert_eq!(client_timeouts(&w, "request_head").await, "0");
 }
 
 /// After an idle spell, a request head that begins must end within the
@@ -581,4 +594,5 @@ async fn an_idle_http2_connection_gets_a_goaway_after_the_keepalive_timeout() {
         h2.ready().await.is_err(),
         "the connection takes no new streams"
     );
+    assert_eq!(client_timeouts(&w, "http2_idle").await, "1");
 }

@@ -171,6 +171,9 @@ async fn uploads_are_timed_by_their_pauses_not_their_length() {
     let (status, json, took) = post(BoxBody::new(StreamBody::new(stalled)), "0").await;
     assert_eq!(status, 408, "{json}");
     assert_eq!(json["error"], "request_body_timeout");
+    let text = weir.metrics().await.expect("metrics");
+    let series = "weir_client_timeouts_total{kind=\"request_body\"}";
+    assert_eq!(weir_tests::metric_value(&text, series), Some("1"));
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(15),
         "answered after {took:?}"

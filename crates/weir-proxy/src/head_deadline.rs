@@ -43,6 +43,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::drain::Registration;
+use crate::metrics::ClientTimeout;
 
 /// The two limits on a connection's wait for its next request.
 #[derive(Clone, Copy, Debug)]
@@ -87,8 +88,9 @@ pub struct HeadClock {
 /// Where a connection stands when its timer fires.
 #[derive(Debug, PartialEq, Eq)]
 enum Due {
-    /// Waiting for a request that must have arrived by then.
-    At(Instant),
+    /// Waiting for a request that must have arrived by then; which wait it
+    /// is, should it time out.
+    At(Instant, ClientTimeout),
     /// A request is in flight.
     Busy,
 }
@@ -158,19 +160,19 @@ impl HeadClock {
         // The opening, until a response has ended.
         let idle_since = at(&self.idle_since);
         if self.is_http2() {
-            return Due::At(idle_since + waits.keepalive);
+            return Due::At(idle_since + waits.keepalive, ClientTimeout::Http2Idle);
         }
         if ended == 0 {
             // The first request: whole within `head` of the opening.
-            return Due::At(self.opened + waits.head);
+            return Due::At(self.opened + waits.head, ClientTimeout::RequestHead);
         }
         if self.blind.load(Ordering::Relaxed) {
-            return Due::At(idle_since + waits.head);
+            return Due::At(idle_since + waits.head, ClientTimeout::RequestHead);
         }
         if self.begun.load(Ordering::Acquire) > ended {
-            Due::At(at(&self.begun_at) + waits.head)
+            Due::At(at(&self.begun_at) + waits.head, ClientTimeout::RequestHead)
         } else {
-            Due::At(idle_since + waits.keepalive)
+            Due::At(idle_since + waits.keepalive, ClientTimeout::KeepAlive)
         }
     }
 }
@@ -201,11 +203,13 @@ pub trait Graceful: Future {
 /// drain has asked it to close, or when its wait for a request passes
 /// `waits`. `None` then: the connection is dropped (closed); an HTTP/2
 /// connection gets a GOAWAY first and `waits.head` to close by itself.
+/// `timed_out` hears of the wait that passed (once per connection).
 pub async fn serve_within<C: Graceful>(
     conn: C,
     clock: &HeadClock,
     waits: Waits,
     drain: &Registration,
+    mut timed_out: impl FnMut(ClientTimeout),
 ) -> Option<C::Output> {
     let mut conn = pin!(conn);
     let mut drain = drain.signal();
@@ -232,14 +236,18 @@ pub async fn serve_within<C: Graceful>(
             let soonest = now + waits.shortest();
             match clock.due(waits) {
                 Due::Busy => timer.as_mut().reset(soonest),
-                Due::At(due) if due > now => timer.as_mut().reset(due.min(soonest)),
-                Due::At(_) if !clock.is_http2() => return Poll::Ready(None),
-                Due::At(_) => match goaway {
+                Due::At(due, _) if due > now => timer.as_mut().reset(due.min(soonest)),
+                Due::At(_, wait) if !clock.is_http2() => {
+                    timed_out(wait);
+                    return Poll::Ready(None);
+                }
+                Due::At(_, wait) => match goaway {
                     Some(sent) if now >= sent + waits.head => return Poll::Ready(None),
                     Some(sent) => timer.as_mut().reset(sent + waits.head),
                     None => {
                         // The loop polls the connection again, which
                         // writes the GOAWAY.
+                        timed_out(wait);
                         goaway = Some(now);
                         closing = true;
                         conn.as_mut().graceful_shutdown();
@@ -269,19 +277,28 @@ mod tests {
         let clock = HeadClock::new();
         let o = clock.opened;
         // The first request: whole within `head` of the opening.
-        assert_eq!(clock.due(W), Due::At(o + 10 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 10 * S, ClientTimeout::RequestHead)
+        );
         clock.heads_begun(1);
-        assert_eq!(clock.due(W), Due::At(o + 10 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 10 * S, ClientTimeout::RequestHead)
+        );
         let req = clock.start(Version::HTTP_11);
         assert_eq!(clock.due(W), Due::Busy);
         advance(30 * S).await;
         drop(req);
         // Idle: `keepalive` from the end of the response.
-        assert_eq!(clock.due(W), Due::At(o + 105 * S));
+        assert_eq!(clock.due(W), Due::At(o + 105 * S, ClientTimeout::KeepAlive));
         advance(40 * S).await;
         // A head has begun: whole within `head` of its first byte.
         clock.heads_begun(2);
-        assert_eq!(clock.due(W), Due::At(o + 80 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 80 * S, ClientTimeout::RequestHead)
+        );
         // Pipelined: the next head came before the previous response ended.
         let a = clock.start(Version::HTTP_11);
         clock.heads_begun(3);
@@ -289,21 +306,33 @@ mod tests {
         drop(a);
         assert_eq!(clock.due(W), Due::Busy);
         drop(b);
-        assert_eq!(clock.due(W), Due::At(o + 70 * S + 75 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 70 * S + 75 * S, ClientTimeout::KeepAlive)
+        );
         // After a request the guard could not follow, every wait is held to
         // the head deadline.
         clock.blind();
-        assert_eq!(clock.due(W), Due::At(o + 70 * S + 10 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 70 * S + 10 * S, ClientTimeout::RequestHead)
+        );
         // HTTP/2: the keep-alive timeout from the last stream's end.
         let h2 = clock.start(Version::HTTP_2);
         assert_eq!(clock.due(W), Due::Busy);
         advance(S).await;
         drop(h2);
-        assert_eq!(clock.due(W), Due::At(o + 71 * S + 75 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(o + 71 * S + 75 * S, ClientTimeout::Http2Idle)
+        );
         // From the opening when no stream has ended yet.
         let clock = HeadClock::new();
         clock.http2();
-        assert_eq!(clock.due(W), Due::At(clock.opened + 75 * S));
+        assert_eq!(
+            clock.due(W),
+            Due::At(clock.opened + 75 * S, ClientTimeout::Http2Idle)
+        );
     }
 
     /// A client connection: runs `work`, and once asked to close
@@ -335,13 +364,13 @@ mod tests {
 
     /// How `work` on a connection with `clock` ends, in whole seconds from
     /// now: when it was asked to close, and when it was dropped (`None`
-    /// if it ended by itself).
+    /// if it ended by itself); and which wait timed out.
     async fn run(
         clock: &HeadClock,
         obeys: bool,
         drain: &Registration,
         work: impl Future<Output = ()>,
-    ) -> (Option<u64>, Option<u64>) {
+    ) -> (Option<u64>, Option<u64>, Option<ClientTimeout>) {
         let started = Instant::now();
         let asked_at = std::rc::Rc::new(std::cell::Cell::new(None));
         let conn = Conn {
@@ -350,27 +379,36 @@ mod tests {
             asked: None,
             asked_at: asked_at.clone(),
         };
-        let dropped = serve_within(conn, clock, W, drain).await.is_none();
+        let mut timed_out = None;
+        let record = |kind| {
+            assert!(timed_out.replace(kind).is_none(), "counted twice");
+        };
+        let dropped = serve_within(conn, clock, W, drain, record).await.is_none();
         let secs = |t: Instant| (t - started).as_secs();
-        (
-            asked_at.get().map(secs),
-            dropped.then(|| secs(Instant::now())),
-        )
+        let asked = asked_at.get().map(secs);
+        (asked, dropped.then(|| secs(Instant::now())), timed_out)
     }
 
-    /// Closes `conn` at the deadline; returns when, in seconds from now.
-    async fn closed_after(clock: &HeadClock, conn: impl Future<Output = ()>) -> Option<u64> {
+    /// Closes `conn` at the deadline; returns when, in seconds from now,
+    /// and which wait timed out.
+    async fn closed_after(
+        clock: &HeadClock,
+        conn: impl Future<Output = ()>,
+    ) -> (Option<u64>, Option<ClientTimeout>) {
         let drain = crate::drain::Drain::new();
-        let (asked, dropped) = run(clock, true, &drain.register(), conn).await;
+        let (asked, dropped, timed_out) = run(clock, true, &drain.register(), conn).await;
         assert_eq!(asked, None, "HTTP/1 connections are dropped, not asked");
-        dropped
+        (dropped, timed_out)
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_timer_closes_exactly_at_the_deadline_and_never_cuts_a_request() {
         // Silent from the start.
         let clock = HeadClock::new();
-        assert_eq!(closed_after(&clock, std::future::pending()).await, Some(10));
+        assert_eq!(
+            closed_after(&clock, std::future::pending()).await,
+            (Some(10), Some(ClientTimeout::RequestHead))
+        );
 
         // A request three head deadlines long, then idle.
         let clock = HeadClock::new();
@@ -380,7 +418,10 @@ mod tests {
             drop(req);
             std::future::pending().await
         };
-        assert_eq!(closed_after(&clock, conn).await, Some(30 + 75));
+        assert_eq!(
+            closed_after(&clock, conn).await,
+            (Some(30 + 75), Some(ClientTimeout::KeepAlive))
+        );
 
         // Idle for 40 s, then a head that never ends: cut `head` after its
         // first byte, though the timer was aiming at the keep-alive end.
@@ -394,7 +435,10 @@ mod tests {
             clock.heads_begun(2);
             std::future::pending().await
         };
-        assert_eq!(closed_after(&clock, conn).await, Some(5 + 40 + 10));
+        assert_eq!(
+            closed_after(&clock, conn).await,
+            (Some(5 + 40 + 10), Some(ClientTimeout::RequestHead))
+        );
 
         // A connection that ends by itself.
         let clock = HeadClock::new();
@@ -406,7 +450,7 @@ mod tests {
             asked_at: Default::default(),
         };
         assert_eq!(
-            serve_within(conn, &clock, W, &drain.register()).await,
+            serve_within(conn, &clock, W, &drain.register(), |_| panic!()).await,
             Some(())
         );
     }
@@ -425,12 +469,16 @@ mod tests {
             drop(stream);
             std::future::pending().await
         };
-        assert_eq!(run(&clock, true, &reg, work).await, (Some(275), None));
+        let idle = Some(ClientTimeout::Http2Idle);
+        assert_eq!(run(&clock, true, &reg, work).await, (Some(275), None, idle));
         // One that does not is dropped `head` after the GOAWAY.
         let clock = HeadClock::new();
         clock.http2();
         let work = std::future::pending();
-        assert_eq!(run(&clock, false, &reg, work).await, (Some(75), Some(85)));
+        assert_eq!(
+            run(&clock, false, &reg, work).await,
+            (Some(75), Some(85), idle)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -451,7 +499,7 @@ mod tests {
         clock2.http2();
         let idle_h2 = run(&clock2, true, &h2, std::future::pending());
         let ((), a, b) = tokio::join!(start, busy_h1, idle_h2);
-        assert_eq!(a, (Some(3), None));
-        assert_eq!(b, (Some(3), None));
+        assert_eq!(a, (Some(3), None, None));
+        assert_eq!(b, (Some(3), None, None));
     }
 }

@@ -776,6 +776,8 @@ impl Proxy {
             }
             Err(Expired::Client) => {
                 tracing::debug!(%addr, route = %target.name, "The client stopped sending its request body.");
+                self.metrics
+                    .client_timed_out(metrics::ClientTimeout::RequestBody);
                 let mut resp = error(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_body_timeout",

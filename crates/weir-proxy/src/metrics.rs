@@ -29,6 +29,45 @@ pub struct ProxyMetrics {
     /// TLS handshakes that failed or timed out (scanners, clients that
     /// reject the certificate).
     tls_handshake_failures: prometheus::IntCounter,
+    /// `weir_client_timeouts_total`, one series per [`ClientTimeout`].
+    client_timeouts: [prometheus::IntCounter; 4],
+}
+
+/// Why weir gave up waiting on a client: the `kind` label of
+/// `weir_client_timeouts_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientTimeout {
+    /// An HTTP/1 request head was not complete within
+    /// `--header-read-timeout` (slow or silent clients, slowloris); the
+    /// connection was closed.
+    RequestHead,
+    /// An idle HTTP/1 keep-alive connection was closed after
+    /// `--keepalive-timeout`.
+    KeepAlive,
+    /// An idle HTTP/2 connection was sent a GOAWAY after
+    /// `--keepalive-timeout`.
+    Http2Idle,
+    /// A request body paused for longer than the route's timeout (408).
+    RequestBody,
+}
+
+impl ClientTimeout {
+    /// Every kind, in declaration order.
+    const ALL: [ClientTimeout; 4] = [
+        ClientTimeout::RequestHead,
+        ClientTimeout::KeepAlive,
+        ClientTimeout::Http2Idle,
+        ClientTimeout::RequestBody,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ClientTimeout::RequestHead => "request_head",
+            ClientTimeout::KeepAlive => "keepalive",
+            ClientTimeout::Http2Idle => "http2_idle",
+            ClientTimeout::RequestBody => "request_body",
+        }
+    }
 }
 
 /// Upstream failure kinds, the `kind` label of `weir_upstream_errors_total`.
@@ -103,6 +142,16 @@ impl ProxyMetrics {
             "TLS handshakes on the HTTPS listener that failed or timed out.",
         )?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
+        let client_timeouts = IntCounterVec::new(
+            Opts::new(
+                "weir_client_timeouts_total",
+                "Waits on clients that timed out, by kind: request_head (connection closed), keepalive (idle connection closed), http2_idle (GOAWAY sent), request_body (408).",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(client_timeouts.clone()))?;
+        let client_timeouts =
+            ClientTimeout::ALL.map(|k| client_timeouts.with_label_values(&[k.label()]));
         Ok(ProxyMetrics {
             requests,
             duration,
@@ -113,7 +162,15 @@ impl ProxyMetrics {
             upgraded_connections,
             access_log_dropped,
             tls_handshake_failures,
+            client_timeouts,
         })
+    }
+
+    /// Counts a wait on a client that timed out.
+    pub(crate) fn client_timed_out(&self, kind: ClientTimeout) {
+        // `ClientTimeout::ALL` is in declaration order: a kind's
+        // discriminant is its index.
+        self.client_timeouts[kind as usize].inc();
     }
 
     /// Counts a failed or timed-out TLS handshake.

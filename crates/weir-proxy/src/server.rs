@@ -187,7 +187,8 @@ async fn serve_io<IO>(
         head: proxy.config.header_read_timeout,
         keepalive: proxy.config.keepalive_timeout,
     };
-    match head_deadline::serve_within(conn, &clock, waits, &drain).await {
+    let timed_out = |kind| proxy.metrics.client_timed_out(kind);
+    match head_deadline::serve_within(conn, &clock, waits, &drain, timed_out).await {
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
         None => tracing::debug!(%peer, "No request in time; connection closed."),
