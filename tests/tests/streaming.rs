@@ -17,20 +17,9 @@ const MAX_GROWTH_KIB: u64 = 20 * 1024;
 #[tokio::test]
 async fn fifty_megabytes_each_way_in_bounded_memory() {
     let up = Upstream::start("bulk").await;
-    let dir = TempDir::new("stream");
-    dir.write(
-        "r.yaml",
-        // "0": no body limit (the default is ingress-nginx's 1m).
-        &route_yaml_with(
-            "bulk",
-            "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
-            "bulk.test",
-            "bulk",
-            &up.addr.to_string(),
-            "",
-        ),
-    );
-    let weir = Weir::serve(&dir.0, &[]).await;
+    // "0": no body limit (the default is ingress-nginx's 1m).
+    let annotations = "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"";
+    let (weir, _dir) = serve("bulk", annotations, &up.addr.to_string()).await;
     let base = weir.rss_kib();
 
     // Download: the upstream streams 50 MB; count it as it arrives.
@@ -117,19 +106,8 @@ async fn uploads_are_timed_by_their_pauses_not_their_length() {
     use http_body_util::combinators::BoxBody;
 
     let up = Upstream::start("upload").await;
-    let dir = TempDir::new("upload");
-    dir.write(
-        "r.yaml",
-        &route_yaml_with(
-            "upload",
-            "weir.dev/request-timeout: 1s",
-            "upload.test",
-            "upload",
-            &up.addr.to_string(),
-            "",
-        ),
-    );
-    let weir = Weir::serve(&dir.0, &[]).await;
+    let annotations = "weir.dev/request-timeout: 1s";
+    let (weir, _dir) = serve("upload", annotations, &up.addr.to_string()).await;
     let post = |body: BoxBody<Bytes, Infallible>, delay_ms: &str| {
         let req = http::Request::post("/upload")
             .header("host", "upload.test")
@@ -206,19 +184,8 @@ async fn a_backend_that_stops_reading_the_body_meets_the_send_timeout() {
             held.push(conn);
         }
     });
-    let dir = TempDir::new("deaf");
-    dir.write(
-        "r.yaml",
-        &route_yaml_with(
-            "deaf",
-            "weir.dev/request-timeout: 60s, nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
-            "deaf.test",
-            "deaf",
-            &deaf_addr.to_string(),
-            "",
-        ),
-    );
-    let weir = Weir::serve(&dir.0, &[]).await;
+    let annotations = "weir.dev/request-timeout: 60s, nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: \"0\"";
+    let (weir, _dir) = serve("deaf", annotations, &deaf_addr.to_string()).await;
     // 256 MB offered lazily: far more than the socket buffers between
     // weir and the backend hold.
     let chunks = (0..4096)
@@ -242,6 +209,16 @@ async fn a_backend_that_stops_reading_the_body_meets_the_send_timeout() {
         "answered after {:?}",
         started.elapsed()
     );
+}
+
+/// weir serving every path of `<tag>.test` from `upstream`, with the
+/// Ingress `annotations`.
+async fn serve(tag: &str, annotations: &str, upstream: &str) -> (Weir, TempDir) {
+    let dir = TempDir::new(tag);
+    let host = format!("{tag}.test");
+    let routes = route_yaml_with(tag, annotations, &host, tag, upstream, "");
+    dir.write("r.yaml", &routes);
+    (Weir::serve(&dir.0, &[]).await, dir)
 }
 
 /// A stream over an iterator, yielding to the runtime between items so the
