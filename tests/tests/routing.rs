@@ -307,6 +307,55 @@ async fn silent_backend() -> (
     (addr, (listener, filler))
 }
 
+/// Requests toward an HTTP/2 backend share one connection, and wait for the
+/// one being made. That wait counts against each request's own connect
+/// timeout: a route with a short one (1 s) does not wait out another
+/// route's longer attempt (30 s, given up after its 8 s request timeout).
+#[tokio::test]
+async fn an_http2_connect_in_progress_does_not_stretch_a_shorter_connect_timeout() {
+    let (addr, _silent) = silent_backend().await;
+    let dir = TempDir::new("h2-connect");
+    let route = |name: &str, annotations: &str| {
+        let annotations = format!("weir.dev/backend-protocol: h2c, {annotations}");
+        let host = format!("{name}.test");
+        route_yaml_with(name, &annotations, &host, name, &addr.to_string(), "")
+    };
+    let yaml = [
+        route(
+            "slow",
+            "weir.dev/connect-timeout: 30s, weir.dev/request-timeout: 8s",
+        ),
+        route("quick", "weir.dev/connect-timeout: 1s"),
+    ]
+    .join("---
+");
+    dir.write("r.yaml", &yaml);
+    let weir = Weir::serve(&dir.0, &[]).await;
+    let client = http1();
+    let slow = tokio::spawn({
+        let (client, http) = (client.clone(), weir.http);
+        async move { get(&client, http, "slow.test", "/", &[]).await }
+    });
+    // A head start, so that the slow route's attempt holds the connection
+    // being made (not a synchronisation: were it not ahead yet, the quick
+    // route would make the attempt itself and the assertions still hold).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = std::time::Instant::now();
+    let r = get(&client, weir.http, "quick.test", "/", &[])
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (504, "upstream_connect_timeout")
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "answered after {took:?}: the quick route waited for the slow route's attempt"
+    );
+    slow.abort();
+}
+
 /// A backend that never completes the TCP handshake (its accept queue is
 /// full, so the kernel drops the SYN) is given up on after the route's
 /// `proxy-connect-timeout`, not the 30 s default, with a 504 as nginx

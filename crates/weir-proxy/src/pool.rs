@@ -584,13 +584,19 @@ impl EndpointPool {
         if let Some(sender) = self.open_h2() {
             return Ok((sender, false));
         }
-        let _one_at_a_time = self.h2_connecting.lock().await;
-        if let Some(sender) = self.open_h2() {
-            return Ok((sender, false));
-        }
-        let sender = Box::pin(self.connect::<Http2>(connect_timeout)).await?;
-        *lock(&self.h2) = Some(sender.clone());
-        Ok((sender, true))
+        // Waiting for another request's connect counts against this
+        // request's own connect timeout: a route with a short one does not
+        // wait out a longer one's attempt first.
+        let made = async {
+            let _one_at_a_time = self.h2_connecting.lock().await;
+            if let Some(sender) = self.open_h2() {
+                return Ok((sender, false));
+            }
+            let sender = Box::pin(self.establish::<Http2>()).await?;
+            *lock(&self.h2) = Some(sender.clone());
+            Ok((sender, true))
+        };
+        self.within_connect_timeout(connect_timeout, made).await
     }
 
     fn open_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
@@ -612,21 +618,24 @@ impl EndpointPool {
         &self,
         timeout: Option<Duration>,
     ) -> Result<H::Sender, SendError> {
-        let connect = async {
-            let tcp = self.tcp().await?;
-            match &self.transport {
-                Transport::Plain => H::handshake(tcp).await,
-                Transport::Tls { connector, name } => {
-                    let tls = connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(SendError::Tls)?;
-                    H::handshake(tls).await
-                }
-                Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
+        self.within_connect_timeout(timeout, self.establish::<H>())
+            .await
+    }
+
+    /// TCP, TLS and `H`'s handshake, with no time limit of its own.
+    async fn establish<H: Handshake>(&self) -> Result<H::Sender, SendError> {
+        let tcp = self.tcp().await?;
+        match &self.transport {
+            Transport::Plain => H::handshake(tcp).await,
+            Transport::Tls { connector, name } => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(SendError::Tls)?;
+                H::handshake(tls).await
             }
-        };
-        self.within_connect_timeout(timeout, connect).await
+            Transport::Unusable(why) => Err(SendError::TlsConfig(why.clone())),
+        }
     }
 
     /// Connecting, whatever it takes (TCP, TLS, HTTP handshake), gets one
