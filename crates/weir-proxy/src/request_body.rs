@@ -192,3 +192,121 @@ pub(crate) fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// Why [`within_timeout`] gave up.
+pub(crate) enum Expired {
+    /// The upstream did not answer in time, or stopped taking the body.
+    Upstream,
+    /// The client paused its request body for longer than the timeout.
+    Client,
+}
+
+/// Waits for `sent` (the upstream's response head) within the route's
+/// `timeout`, counted from the end of the request body ([`Progress`]):
+/// an upload that keeps moving is never cut, however long it takes. Each
+/// pause in it gets `timeout` when the client sends nothing (nginx's
+/// `client_body_timeout`), `send` when the upstream takes nothing
+/// (`proxy_send_timeout`). Without a body (`progress` is `None`), from
+/// now. One timer, re-armed only when it fires.
+pub(crate) async fn within_timeout<F: std::future::Future>(
+    sent: F,
+    timeout: Duration,
+    send: Duration,
+    progress: Option<&Progress>,
+) -> Result<F::Output, Expired> {
+    let mut sent = std::pin::pin!(sent);
+    let first = if progress.is_some() {
+        timeout.min(send)
+    } else {
+        timeout
+    };
+    let mut timer = std::pin::pin!(tokio::time::sleep(first));
+    std::future::poll_fn(|cx| {
+        loop {
+            if let std::task::Poll::Ready(out) = sent.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Ok(out));
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+            let Some(progress) = progress else {
+                return std::task::Poll::Ready(Err(Expired::Upstream));
+            };
+            let limit = if progress.ended() || progress.awaiting_client() {
+                timeout
+            } else {
+                send
+            };
+            let due = progress.last_moved() + limit;
+            let now = Instant::now();
+            if due > now {
+                // Who the pause is waiting on can change before `due`
+                // without the body moving; no pause can end sooner than
+                // now plus the shorter limit.
+                timer.as_mut().reset(due.min(now + timeout.min(send)));
+                continue;
+            }
+            return std::task::Poll::Ready(Err(if progress.awaiting_client() {
+                Expired::Client
+            } else {
+                Expired::Upstream
+            }));
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_runs_from_the_body_end_and_limits_each_pause() {
+        use tokio::time::{advance, sleep};
+        const S: Duration = Duration::from_secs(1);
+        let answer_at = |secs: u64| async move {
+            sleep(Duration::from_secs(secs)).await;
+        };
+        let timed = |progress: Option<Arc<Progress>>, answer: u64| async move {
+            let start = Instant::now();
+            let out = within_timeout(answer_at(answer), 10 * S, 10 * S, progress.as_deref()).await;
+            (
+                out.map_err(|e| matches!(e, Expired::Client)),
+                start.elapsed().as_secs(),
+            )
+        };
+        // No body: from the start.
+        assert_eq!(timed(None, 9).await, (Ok(()), 9));
+        assert_eq!(timed(None, 11).await, (Err(false), 10));
+
+        // A body moving every 5 s for 30 s, then the answer 9 s later.
+        let p = Arc::new(Progress::new());
+        let feed = {
+            let p = p.clone();
+            async move {
+                for i in 1..=6 {
+                    sleep(5 * S).await;
+                    p.frame(i == 6);
+                }
+            }
+        };
+        let (out, ()) = tokio::join!(timed(Some(p), 39), feed);
+        assert_eq!(out, (Ok(()), 39));
+
+        // The client pauses after a frame at 2 s: 408, 10 s after it.
+        let p = Arc::new(Progress::new());
+        advance(2 * S).await;
+        p.frame(false);
+        p.paused_by_client();
+        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
+        assert!(matches!(out, Err(Expired::Client)));
+        assert_eq!(p.last_moved().elapsed(), 10 * S);
+
+        // The upstream stops taking the body: 504, after the send timeout.
+        let p = Arc::new(Progress::new());
+        p.frame(false);
+        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
+        assert!(matches!(out, Err(Expired::Upstream)));
+        assert_eq!(p.last_moved().elapsed(), 3 * S);
+    }
+}
