@@ -327,10 +327,7 @@ async fn an_http2_connect_in_progress_does_not_stretch_a_shorter_connect_timeout
         ),
         route("quick", "weir.dev/connect-timeout: 1s"),
     ]
-    .join(
-        "---
-",
-    );
+    .join("---\n");
     dir.write("r.yaml", &yaml);
     let weir = Weir::serve(&dir.0, &[]).await;
     let client = http1();
