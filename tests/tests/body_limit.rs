@@ -187,6 +187,42 @@ async fn a_client_that_keeps_sending_still_reads_the_413() {
     assert!(answer.contains("body_too_large"), "{answer}");
 }
 
+/// A client that goes on uploading slowly for seconds after weir's 413
+/// (and only then reads) still gets it: weir lingers while bytes keep
+/// coming, up to nginx's 30 s `lingering_time`, instead of closing under
+/// the upload after a moment.
+#[tokio::test]
+async fn a_client_still_uploading_slowly_after_the_413_reads_it() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, _dir, weir) = serve("linger-slow", "body-limit-linger-slow").await;
+    let mut tcp = tokio::net::TcpStream::connect(weir.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: default.test\r\nContent-Length: {}\r\n\r\n",
+        8 * MIB
+    );
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    // 3 s of upload, 64 KiB every 100 ms (a slow client, not a
+    // synchronisation), then the client closes its side and reads.
+    let chunk = vec![b'x'; 64 * 1024];
+    for i in 0..30 {
+        tcp.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("weir stopped reading after {i} chunks: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tcp.shutdown().await.expect("FIN");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answer within 10 s")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
 /// HTTP/2 (h2c) clients get the same answers: a declared `content-length`
 /// over the limit is refused before the body is read, a body without one
 /// is cut at the limit while it streams, and the connection keeps serving

@@ -23,7 +23,11 @@
 //! closing a socket with unread bytes makes the kernel send a reset, and a
 //! reset can destroy the answer before the client has read it. So after
 //! sending its FIN the guard reads and drops what the client still sends,
-//! until the client closes too or [`LINGER`] passes.
+//! until the client closes too, sends nothing for [`LINGER_IDLE`], or
+//! [`LINGER`] passes: nginx's `lingering_timeout` and `lingering_time`,
+//! with their defaults. A client that writes its whole body before reading
+//! (Python's `requests`, for one) has that long to finish its upload and
+//! read the answer.
 //!
 //! When the tracker meets something it cannot follow (an HTTP/2 preface, a
 //! head hyper will itself reject, an upgrade) it stops tracking and marks
@@ -73,8 +77,10 @@ enum State {
 }
 
 /// Longest the guard reads and drops a client's bytes after weir's last
-/// response, before closing the socket.
-pub const LINGER: Duration = Duration::from_secs(2);
+/// response, before closing the socket (nginx's `lingering_time`).
+pub const LINGER: Duration = Duration::from_secs(30);
+/// Longest it waits for more of them (nginx's `lingering_timeout`).
+pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// Largest head the tracker buffers; hyper refuses larger ones anyway.
 const MAX_HEAD: usize = 256 * 1024;
@@ -274,8 +280,14 @@ enum Closing {
     /// The FIN is sent; no byte has come since, or not yet looked for.
     Fin,
     /// The client kept sending after the FIN: read and dropped until
-    /// [`LINGER`] from then.
-    Lingering(Pin<Box<tokio::time::Sleep>>),
+    /// [`LINGER`] from then (`until`), or a pause of [`LINGER_IDLE`].
+    Lingering {
+        until: tokio::time::Instant,
+        /// When bytes last came.
+        last: tokio::time::Instant,
+        /// Re-armed only when it fires, to the pause's end or `until`.
+        timer: Pin<Box<tokio::time::Sleep>>,
+    },
 }
 
 impl<IO> FramingGuard<IO> {
@@ -333,9 +345,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     /// Sends the FIN, then lingers: reads and drops the client's bytes
-    /// until it closes, fails, or [`LINGER`] passes. A client that has
-    /// closed already (the usual end of a connection) costs one read and
-    /// no timer.
+    /// until it closes, fails, pauses for [`LINGER_IDLE`], or [`LINGER`]
+    /// passes. A client that has closed already (the usual end of a
+    /// connection) costs one read and no timer.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Closing::Open = this.closing {
@@ -344,10 +356,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         }
         let mut scratch = [0u8; 8192];
         loop {
-            if let Closing::Lingering(deadline) = &mut this.closing
-                && deadline.as_mut().poll(cx).is_ready()
+            if let Closing::Lingering { until, last, timer } = &mut this.closing
+                && timer.as_mut().poll(cx).is_ready()
             {
-                return Poll::Ready(Ok(()));
+                let due = (*last + LINGER_IDLE).min(*until);
+                if tokio::time::Instant::now() >= due {
+                    return Poll::Ready(Ok(()));
+                }
+                timer.as_mut().reset(due);
+                continue;
             }
             let mut buf = ReadBuf::new(&mut scratch);
             let poll = Pin::new(&mut this.inner).poll_read(cx, &mut buf);
@@ -355,14 +372,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => {
-                    if let Closing::Fin = this.closing {
-                        // Armed now; the loop polls it, which registers
-                        // the wakeup before a Pending is returned.
-                        this.closing = Closing::Lingering(Box::pin(tokio::time::sleep(LINGER)));
-                        continue;
-                    }
-                    if poll.is_pending() {
-                        return Poll::Pending;
+                    let now = tokio::time::Instant::now();
+                    match &mut this.closing {
+                        Closing::Lingering { last, .. } => {
+                            if poll.is_pending() {
+                                return Poll::Pending;
+                            }
+                            // Bytes came: the pause starts again.
+                            *last = now;
+                        }
+                        _ => {
+                            // The linger has its own limits; the
+                            // connection's deadline stays out of it.
+                            this.clock.lingering();
+                            // Armed now; the loop polls it, which registers
+                            // the wakeup before a Pending is returned.
+                            this.closing = Closing::Lingering {
+                                until: now + LINGER,
+                                last: now,
+                                timer: Box::pin(tokio::time::sleep_until(now + LINGER_IDLE)),
+                            };
+                        }
                     }
                 }
             }
@@ -383,6 +413,43 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When the guard's lingering close ends, in seconds, while the client
+    /// sends 1,000 bytes every second for `sending` seconds, then pauses
+    /// without closing (or closes, with `close`).
+    async fn linger_secs(sending: u64, close: bool) -> u64 {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut guard =
+            FramingGuard::new(server, Arc::new(ConnFraming::default()), HeadClock::new());
+        let start = tokio::time::Instant::now();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..sending {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if client.write_all(&[b'x'; 1000]).await.is_err() {
+                    return;
+                }
+            }
+            if !close {
+                std::future::pending::<()>().await;
+            }
+        });
+        guard.shutdown().await.expect("shutdown");
+        feeder.abort();
+        start.elapsed().as_secs()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_ends_at_a_pause_the_client_close_or_the_cap() {
+        // Bytes for 3 s, then a pause: 5 s after the last of them.
+        assert_eq!(linger_secs(3, false).await, 3 + 5);
+        // Silent from the start: 5 s.
+        assert_eq!(linger_secs(0, false).await, 5);
+        // The client closes after 2 s: then.
+        assert_eq!(linger_secs(2, true).await, 2);
+        // Bytes that never stop: 30 s.
+        assert_eq!(linger_secs(100, false).await, 30);
+    }
 
     fn feed_all(chunks: &[&[u8]]) -> bool {
         let mut t = Tracker::new();

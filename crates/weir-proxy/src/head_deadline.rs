@@ -83,6 +83,9 @@ pub struct HeadClock {
     /// The connection speaks HTTP/2: only the idle deadline, and a GOAWAY
     /// instead of a plain close.
     http2: AtomicBool,
+    /// The framing guard is lingering over the closed connection, within
+    /// limits of its own: no deadline here.
+    lingering: AtomicBool,
 }
 
 /// Where a connection stands when its timer fires.
@@ -91,7 +94,7 @@ enum Due {
     /// Waiting for a request that must have arrived by then; which wait it
     /// is, should it time out.
     At(Instant, ClientTimeout),
-    /// A request is in flight.
+    /// A request is in flight, or the connection is lingering.
     Busy,
 }
 
@@ -107,6 +110,7 @@ impl HeadClock {
             begun_at: AtomicU64::new(0),
             blind: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            lingering: AtomicBool::new(false),
         })
     }
 
@@ -144,6 +148,11 @@ impl HeadClock {
         self.http2.store(true, Ordering::Relaxed);
     }
 
+    /// The connection is closed and lingering (framing.rs).
+    pub(crate) fn lingering(&self) {
+        self.lingering.store(true, Ordering::Relaxed);
+    }
+
     fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Relaxed)
     }
@@ -152,7 +161,7 @@ impl HeadClock {
         // Times are written before their counts: a count read here comes
         // with the time of the event that made it.
         let ended = self.ended.load(Ordering::Acquire);
-        if self.started.load(Ordering::Relaxed) != ended {
+        if self.started.load(Ordering::Relaxed) != ended || self.lingering.load(Ordering::Relaxed) {
             return Due::Busy;
         }
         let at =
@@ -326,6 +335,10 @@ mod tests {
             clock.due(W),
             Due::At(o + 71 * S + 75 * S, ClientTimeout::Http2Idle)
         );
+        // Lingering over a closed connection: the guard's own limits.
+        let lingering = HeadClock::new();
+        lingering.lingering();
+        assert_eq!(lingering.due(W), Due::Busy);
         // From the opening when no stream has ended yet.
         let clock = HeadClock::new();
         clock.http2();
