@@ -292,6 +292,23 @@ async fn upstream_timeout_is_504() {
     assert_eq!(r.status, 200);
 }
 
+/// GETs `host`, checks the answer is `504 upstream_connect_timeout`, and
+/// returns how long it took.
+async fn connect_timed_out(
+    client: &weir_tests::client::Http1,
+    weir: &Weir,
+    host: &str,
+) -> Duration {
+    let start = std::time::Instant::now();
+    let r = get(client, weir.http, host, "/", &[]).await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (504, "upstream_connect_timeout")
+    );
+    took
+}
+
 /// An address whose connections never complete: a listener with backlog 0
 /// and one queued connection that is never accepted, so the kernel drops
 /// further SYNs. Both stay open while the returned pair lives.
@@ -339,15 +356,7 @@ async fn an_http2_connect_in_progress_does_not_stretch_a_shorter_connect_timeout
     // being made (not a synchronisation: were it not ahead yet, the quick
     // route would make the attempt itself and the assertions still hold).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = std::time::Instant::now();
-    let r = get(&client, weir.http, "quick.test", "/", &[])
-        .await
-        .unwrap();
-    let took = start.elapsed();
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (504, "upstream_connect_timeout")
-    );
+    let took = connect_timed_out(&client, &weir, "quick.test").await;
     assert!(
         took < Duration::from_secs(4),
         "answered after {took:?}: the quick route waited for the slow route's attempt"
@@ -373,16 +382,7 @@ async fn connect_timeout_is_504() {
     );
     dir.write("hang.yaml", &yaml);
     let weir = Weir::serve(&dir.0, &["--connect-timeout", "30s"]).await;
-    let client = http1();
-    let start = std::time::Instant::now();
-    let r = get(&client, weir.http, "hang.test", "/", &[])
-        .await
-        .unwrap();
-    let took = start.elapsed();
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (504, "upstream_connect_timeout")
-    );
+    let took = connect_timed_out(&http1(), &weir, "hang.test").await;
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(15),
         "answered after {took:?}: the route's 1 s, not the flag's 30 s"
