@@ -324,6 +324,26 @@ async fn silent_backend() -> (
     (addr, (listener, filler))
 }
 
+/// Whether a socket on this machine is in SYN-SENT toward `addr` (IPv4),
+/// from `/proc/net/tcp`.
+fn connecting_to(addr: std::net::SocketAddr) -> bool {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return false;
+    };
+    // The kernel prints the address as the little-endian u32 of its bytes.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // rem_address, then st; 02 is SYN_SENT.
+        fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+    })
+}
+
 /// Requests toward an HTTP/2 backend share one connection, and wait for the
 /// one being made. That wait counts against each request's own connect
 /// timeout: a route with a short one (1 s) does not wait out another
@@ -352,10 +372,14 @@ async fn an_http2_connect_in_progress_does_not_stretch_a_shorter_connect_timeout
         let (client, http) = (client.clone(), weir.http);
         async move { get(&client, http, "slow.test", "/", &[]).await }
     });
-    // A head start, so that the slow route's attempt holds the connection
-    // being made (not a synchronisation: were it not ahead yet, the quick
-    // route would make the attempt itself and the assertions still hold).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The slow route's attempt is under way (its SYN goes unanswered), so
+    // it holds the connection being made when the quick route asks.
+    weir_tests::eventually(
+        Duration::from_secs(10),
+        "weir to be connecting to the silent backend",
+        || async { connecting_to(addr).then_some(()) },
+    )
+    .await;
     let took = connect_timed_out(&client, &weir, "quick.test").await;
     assert!(
         took < Duration::from_secs(4),

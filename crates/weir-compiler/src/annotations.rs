@@ -132,7 +132,7 @@ fn nginx_seconds(value: &str) -> Result<u64, String> {
 
 /// Which timeout a timeout annotation sets.
 enum Timeout {
-    /// The upstream response-header timeout.
+    /// The upstream response timeout (from the end of the request body).
     Response,
     /// The upstream connect timeout.
     Connect,

@@ -372,16 +372,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) | Poll::Pending => {
-                    let now = tokio::time::Instant::now();
                     match &mut this.closing {
+                        Closing::Lingering { .. } if poll.is_pending() => return Poll::Pending,
                         Closing::Lingering { last, .. } => {
-                            if poll.is_pending() {
-                                return Poll::Pending;
-                            }
                             // Bytes came: the pause starts again.
-                            *last = now;
+                            *last = tokio::time::Instant::now();
                         }
                         _ => {
+                            let now = tokio::time::Instant::now();
                             // The linger has its own limits; the
                             // connection's deadline stays out of it.
                             this.clock.lingering();

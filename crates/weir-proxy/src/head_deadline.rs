@@ -171,11 +171,10 @@ impl HeadClock {
         if self.is_http2() {
             return Due::At(idle_since + waits.keepalive, ClientTimeout::Http2Idle);
         }
-        if ended == 0 {
-            // The first request: whole within `head` of the opening.
-            return Due::At(self.opened + waits.head, ClientTimeout::RequestHead);
-        }
-        if self.blind.load(Ordering::Relaxed) {
+        // The first request must arrive whole within `head` of the opening
+        // (`idle_since` is the opening until a response has ended); after a
+        // request the guard could not follow, every wait is held to `head`.
+        if ended == 0 || self.blind.load(Ordering::Relaxed) {
             return Due::At(idle_since + waits.head, ClientTimeout::RequestHead);
         }
         if self.begun.load(Ordering::Acquire) > ended {
@@ -230,8 +229,8 @@ pub async fn serve_within<C: Graceful>(
     std::future::poll_fn(|cx| {
         loop {
             if !closing && drain.started(cx) {
-                conn.as_mut().graceful_shutdown();
                 closing = true;
+                conn.as_mut().graceful_shutdown();
             }
             if let Poll::Ready(out) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
@@ -254,12 +253,14 @@ pub async fn serve_within<C: Graceful>(
                     Some(sent) if now >= sent + waits.head => return Poll::Ready(None),
                     Some(sent) => timer.as_mut().reset(sent + waits.head),
                     None => {
-                        // The loop polls the connection again, which
-                        // writes the GOAWAY.
                         timed_out(wait);
                         goaway = Some(now);
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                        // Unless the drain has asked already; the loop
+                        // polls the connection again, which writes the
+                        // GOAWAY.
+                        if !std::mem::replace(&mut closing, true) {
+                            conn.as_mut().graceful_shutdown();
+                        }
                         timer.as_mut().reset(now + waits.head);
                     }
                 },
@@ -511,8 +512,15 @@ mod tests {
         let clock2 = HeadClock::new();
         clock2.http2();
         let idle_h2 = run(&clock2, true, &h2, std::future::pending());
-        let ((), a, b) = tokio::join!(start, busy_h1, idle_h2);
+        // One that ignores the drain's GOAWAY: not asked again when it idles
+        // out, dropped `head` later.
+        let h2_deaf = drain.register();
+        let clock3 = HeadClock::new();
+        clock3.http2();
+        let deaf_h2 = run(&clock3, false, &h2_deaf, std::future::pending());
+        let ((), a, b, c) = tokio::join!(start, busy_h1, idle_h2, deaf_h2);
         assert_eq!(a, (Some(3), None, None));
         assert_eq!(b, (Some(3), None, None));
+        assert_eq!(c, (Some(3), Some(85), Some(ClientTimeout::Http2Idle)));
     }
 }

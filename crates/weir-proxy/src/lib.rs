@@ -778,18 +778,13 @@ impl Proxy {
                 tracing::debug!(%addr, route = %target.name, "The client stopped sending its request body.");
                 self.metrics
                     .client_timed_out(metrics::ClientTimeout::RequestBody);
-                let mut resp = error(
+                let resp = error(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_body_timeout",
                     "the request body stopped arriving",
                     request_id,
                 );
-                if version < Version::HTTP_2 {
-                    // The rest of the body will not be read.
-                    resp.headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok((resp, target))
+                Ok((body_left_unread(resp, version), target))
             }
             Err(request_body::Expired::Upstream) => {
                 tracing::debug!(%addr, route = %target.name, "Upstream timed out.");
@@ -857,16 +852,21 @@ impl Proxy {
 
 type Rejection = (StatusCode, &'static str, &'static str);
 
-/// `413` for a body over the route's limit. An HTTP/1 connection closes:
-/// the rest of the body is never read, so nothing after it could be framed
-/// (an HTTP/2 stream just ends).
+/// `413` for a body over the route's limit.
 fn body_too_large(limit: u64, version: Version, request_id: &HeaderValue) -> Response<Body> {
-    let mut resp = error(
+    let resp = error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
         &format!("the request body is larger than this route accepts ({limit} bytes)"),
         request_id,
     );
+    body_left_unread(resp, version)
+}
+
+/// An answer given while the rest of the request body stays unread. An
+/// HTTP/1 connection closes after it: nothing after the body could be
+/// framed (an HTTP/2 stream just ends).
+fn body_left_unread(mut resp: Response<Body>, version: Version) -> Response<Body> {
     if version < Version::HTTP_2 {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

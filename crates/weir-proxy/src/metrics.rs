@@ -29,8 +29,9 @@ pub struct ProxyMetrics {
     /// TLS handshakes that failed or timed out (scanners, clients that
     /// reject the certificate).
     tls_handshake_failures: prometheus::IntCounter,
-    /// `weir_client_timeouts_total`, one series per [`ClientTimeout`].
-    client_timeouts: [prometheus::IntCounter; 4],
+    /// `weir_client_timeouts_total` by [`ClientTimeout`]; rare events, so
+    /// the series are looked up when counted.
+    client_timeouts: IntCounterVec,
 }
 
 /// Why weir gave up waiting on a client: the `kind` label of
@@ -52,14 +53,6 @@ pub enum ClientTimeout {
 }
 
 impl ClientTimeout {
-    /// Every kind, in declaration order.
-    const ALL: [ClientTimeout; 4] = [
-        ClientTimeout::RequestHead,
-        ClientTimeout::KeepAlive,
-        ClientTimeout::Http2Idle,
-        ClientTimeout::RequestBody,
-    ];
-
     fn label(self) -> &'static str {
         match self {
             ClientTimeout::RequestHead => "request_head",
@@ -150,8 +143,15 @@ impl ProxyMetrics {
             &["kind"],
         )?;
         registry.register(Box::new(client_timeouts.clone()))?;
-        let client_timeouts =
-            ClientTimeout::ALL.map(|k| client_timeouts.with_label_values(&[k.label()]));
+        // Every kind is exported from the start, at 0.
+        for kind in [
+            ClientTimeout::RequestHead,
+            ClientTimeout::KeepAlive,
+            ClientTimeout::Http2Idle,
+            ClientTimeout::RequestBody,
+        ] {
+            client_timeouts.with_label_values(&[kind.label()]);
+        }
         Ok(ProxyMetrics {
             requests,
             duration,
@@ -168,9 +168,9 @@ impl ProxyMetrics {
 
     /// Counts a wait on a client that timed out.
     pub(crate) fn client_timed_out(&self, kind: ClientTimeout) {
-        // `ClientTimeout::ALL` is in declaration order: a kind's
-        // discriminant is its index.
-        self.client_timeouts[kind as usize].inc();
+        self.client_timeouts
+            .with_label_values(&[kind.label()])
+            .inc();
     }
 
     /// Counts a failed or timed-out TLS handshake.

@@ -11,11 +11,12 @@
 //! the route's timeout cannot simply run from the start of the exchange: a
 //! large upload over a slow link would be cut while it is still moving.
 //! [`Progress`] records when the body last moved and when it ended; the
-//! timeout (lib.rs) then runs from the body's end, and before that limits
+//! timeout ([`within_timeout`]) then runs from the body's end, and before that limits
 //! each pause in it, as nginx's `client_body_timeout` and
 //! `proxy_send_timeout` limit the time between two reads or writes.
 
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
@@ -53,7 +54,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Progress {
             origin: Instant::now(),
             moved: AtomicU64::new(0),
@@ -71,13 +72,13 @@ impl Progress {
 
     /// Test hook: the body's poll found nothing from the client.
     #[cfg(test)]
-    pub(crate) fn paused_by_client(&self) {
+    fn paused_by_client(&self) {
         self.awaiting_client.store(true, Ordering::Relaxed);
     }
 
     /// Test hook: a frame passed, and whether it was the last.
     #[cfg(test)]
-    pub(crate) fn frame(&self, last: bool) {
+    fn frame(&self, last: bool) {
         self.moved();
         self.ended.store(last, Ordering::Relaxed);
     }
@@ -208,29 +209,31 @@ pub(crate) enum Expired {
 /// `client_body_timeout`), `send` when the upstream takes nothing
 /// (`proxy_send_timeout`). Without a body (`progress` is `None`), from
 /// now. One timer, re-armed only when it fires.
-pub(crate) async fn within_timeout<F: std::future::Future>(
+pub(crate) async fn within_timeout<F: Future>(
     sent: F,
     timeout: Duration,
     send: Duration,
     progress: Option<&Progress>,
 ) -> Result<F::Output, Expired> {
-    let mut sent = std::pin::pin!(sent);
+    let mut sent = pin!(sent);
+    // No pause can end sooner than this after it starts.
+    let shortest = timeout.min(send);
     let first = if progress.is_some() {
-        timeout.min(send)
+        shortest
     } else {
         timeout
     };
-    let mut timer = std::pin::pin!(tokio::time::sleep(first));
+    let mut timer = pin!(tokio::time::sleep(first));
     std::future::poll_fn(|cx| {
         loop {
-            if let std::task::Poll::Ready(out) = sent.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Ok(out));
+            if let Poll::Ready(out) = sent.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
             }
             if timer.as_mut().poll(cx).is_pending() {
-                return std::task::Poll::Pending;
+                return Poll::Pending;
             }
             let Some(progress) = progress else {
-                return std::task::Poll::Ready(Err(Expired::Upstream));
+                return Poll::Ready(Err(Expired::Upstream));
             };
             let limit = if progress.ended() || progress.awaiting_client() {
                 timeout
@@ -241,12 +244,11 @@ pub(crate) async fn within_timeout<F: std::future::Future>(
             let now = Instant::now();
             if due > now {
                 // Who the pause is waiting on can change before `due`
-                // without the body moving; no pause can end sooner than
-                // now plus the shorter limit.
-                timer.as_mut().reset(due.min(now + timeout.min(send)));
+                // without the body moving.
+                timer.as_mut().reset(due.min(now + shortest));
                 continue;
             }
-            return std::task::Poll::Ready(Err(if progress.awaiting_client() {
+            return Poll::Ready(Err(if progress.awaiting_client() {
                 Expired::Client
             } else {
                 Expired::Upstream
