@@ -369,8 +369,12 @@ impl EndpointPool {
         req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, Failure> {
+        // The exchanges with a body, or over HTTP/2 or TLS, are boxed: the
+        // common bodiless one is the smallest, and this future's size is
+        // that of its largest branch, carried (and copied) by every
+        // request's future.
         if self.protocol.is_h2() {
-            self.send_h2(req, connect_timeout).await
+            Box::pin(self.send_h2(req, connect_timeout)).await
         } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
             // The body is empty: only the head goes.
             let (parts, body) = req.into_parts();
@@ -381,7 +385,7 @@ impl EndpointPool {
                     unsent: unsent.map(|parts| Request::from_parts(parts, body)),
                 })
         } else {
-            self.send_h1(req, connect_timeout).await
+            Box::pin(self.send_h1(req, connect_timeout)).await
         }
     }
 

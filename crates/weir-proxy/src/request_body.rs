@@ -209,13 +209,16 @@ pub(crate) enum Expired {
 /// `client_body_timeout`), `send` when the upstream takes nothing
 /// (`proxy_send_timeout`). Without a body (`progress` is `None`), from
 /// now. One timer, re-armed only when it fires.
+///
+/// `sent` is pinned by the caller: taken by value, the exchange's future
+/// (kilobytes) would be stored twice in this one and copied each time, on
+/// every request (see `Proxy::handle`).
 pub(crate) async fn within_timeout<F: Future>(
-    sent: F,
+    mut sent: Pin<&mut F>,
     timeout: Duration,
     send: Duration,
     progress: Option<&Progress>,
 ) -> Result<F::Output, Expired> {
-    let mut sent = pin!(sent);
     // No pause can end sooner than this after it starts.
     let shortest = timeout.min(send);
     let first = if progress.is_some() {
@@ -271,7 +274,8 @@ mod tests {
         };
         let timed = |progress: Option<Arc<Progress>>, answer: u64| async move {
             let start = Instant::now();
-            let out = within_timeout(answer_at(answer), 10 * S, 10 * S, progress.as_deref()).await;
+            let out =
+                within_timeout(pin!(answer_at(answer)), 10 * S, 10 * S, progress.as_deref()).await;
             (
                 out.map_err(|e| matches!(e, Expired::Client)),
                 start.elapsed().as_secs(),
@@ -300,14 +304,14 @@ mod tests {
         advance(2 * S).await;
         p.frame(false);
         p.paused_by_client();
-        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
+        let out = within_timeout(pin!(answer_at(100)), 10 * S, 3 * S, Some(&p)).await;
         assert!(matches!(out, Err(Expired::Client)));
         assert_eq!(p.last_moved().elapsed(), 10 * S);
 
         // The upstream stops taking the body: 504, after the send timeout.
         let p = Arc::new(Progress::new());
         p.frame(false);
-        let out = within_timeout(answer_at(100), 10 * S, 3 * S, Some(&p)).await;
+        let out = within_timeout(pin!(answer_at(100)), 10 * S, 3 * S, Some(&p)).await;
         assert!(matches!(out, Err(Expired::Upstream)));
         assert_eq!(p.last_moved().elapsed(), 3 * S);
     }
