@@ -4,9 +4,8 @@
 //!
 //! hyper-util's `GracefulShutdown` does the same, but hides the connection
 //! it wraps, and weir's connection driver (`head_deadline::serve_within`)
-//! needs it
-//! to end idle HTTP/2 connections with a GOAWAY; it also polls a `watch`
-//! receiver (a mutex and a waiter list) on every wake-up of every
+//! needs it to end idle HTTP/2 connections with a GOAWAY; it also polls a
+//! `watch` receiver (a mutex and a waiter list) on every wake-up of every
 //! connection. Here a wake-up costs one atomic load: a connection
 //! registers its task with the drain's `Notify` once, and looks at the
 //! flag.

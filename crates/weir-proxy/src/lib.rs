@@ -575,7 +575,7 @@ impl Proxy {
             target.metrics.upstream_error(kind);
             error(status, code, msg, request_id)
         };
-        let Some((upstream, mut endpoint)) = target.upstream().and_then(|u| Some((u, u.pick()?)))
+        let Some((upstream, endpoint)) = target.upstream().and_then(|u| Some((u, u.pick()?)))
         else {
             let resp = fail(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -657,65 +657,20 @@ impl Proxy {
         });
 
         let version = req.version();
-        let mut req = req.map(|body| request_body::RequestBody::new(body, target.max_body));
+        let req = req.map(|body| request_body::RequestBody::new(body, target.max_body));
         let progress = req.body().progress();
         let upgrading = client_upgrade.is_some();
         let mut addr = endpoint.addr;
-        let last_addr = &mut addr;
-        // A block, so that the exchange (and its borrows) ends with it.
-        let answered = {
-            // Pinned here: within_timeout polls it in place (see there).
-            let sent = pin!(async {
-                let next_upstream = &target.next_upstream;
-                // Endpoints that took no connection; allocated only then.
-                let mut tried = Vec::new();
-                loop {
-                    *last_addr = endpoint.addr;
-                    let sent = if upgrading {
-                        // Boxed: rare, and not worth carrying in every
-                        // request's future.
-                        Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
-                    } else {
-                        endpoint.pool.send(req, target.connect_timeout).await
-                    };
-                    let failure = match sent {
-                        Ok(resp) => return Ok(resp),
-                        Err(failure) => failure,
-                    };
-                    // No connection could be made, so nothing was sent: the
-                    // request goes to another endpoint, whatever its method, as
-                    // ingress-nginx's proxy-next-upstream (error timeout, 3
-                    // tries by default) does. A pod that has just stopped
-                    // refuses connections until its EndpointSlice catches up;
-                    // clients do not see it. A request that was sent is never
-                    // retried: the upstream may have acted on it.
-                    let case = if failure.error.is_connect_timeout() {
-                        next_upstream.on_timeout
-                    } else {
-                        next_upstream.on_error
-                    };
-                    let Some(unsent) = failure.unsent.filter(|_| case) else {
-                        return Err(failure.error);
-                    };
-                    tried.push(endpoint.addr);
-                    let more =
-                        next_upstream.tries == 0 || tried.len() < next_upstream.tries as usize;
-                    let Some(next) = more.then(|| upstream.pick_other(&tried)).flatten() else {
-                        return Err(failure.error);
-                    };
-                    tracing::debug!(addr = %endpoint.addr, next = %next.addr, route = %target.name, error = %failure.error, "No connection to the endpoint; trying another.");
-                    target.metrics.upstream_error(UpstreamErrorKind::Connect);
-                    (endpoint, req) = (next, unsent);
-                }
-            });
-            request_body::within_timeout(
-                sent,
-                target.timeout,
-                target.send_timeout,
-                progress.as_deref(),
-            )
-            .await
-        };
+        // Pinned in place, as within_timeout wants (see there).
+        let answered = request_body::within_timeout(
+            pin!(send_with_next_upstream(
+                &target, upstream, endpoint, req, upgrading, &mut addr
+            )),
+            target.timeout,
+            target.send_timeout,
+            progress.as_deref(),
+        )
+        .await;
         facts.upstream = Some(addr);
         match answered {
             Ok(Ok(resp)) => {
@@ -852,6 +807,58 @@ impl Proxy {
     /// Upgraded connections being relayed.
     pub fn relays_open(&self) -> usize {
         self.relays.len()
+    }
+}
+
+/// Sends `req` to `endpoint` and, while no connection can be made there, to
+/// the upstream's other endpoints, as the route's next-upstream settings
+/// allow. `addr` ends as the endpoint that answered or failed last.
+async fn send_with_next_upstream(
+    target: &router::Target,
+    upstream: &router::Upstream,
+    mut endpoint: &router::Endpoint,
+    mut req: Request<request_body::RequestBody>,
+    upgrading: bool,
+    addr: &mut SocketAddr,
+) -> Result<Response<pool::UpstreamBody>, pool::SendError> {
+    let next_upstream = &target.next_upstream;
+    // Endpoints that took no connection; allocated only then.
+    let mut tried = Vec::new();
+    loop {
+        *addr = endpoint.addr;
+        let sent = if upgrading {
+            // Boxed: rare, and not worth carrying in every request's
+            // future.
+            Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
+        } else {
+            endpoint.pool.send(req, target.connect_timeout).await
+        };
+        let failure = match sent {
+            Ok(resp) => return Ok(resp),
+            Err(failure) => failure,
+        };
+        // No connection could be made, so nothing was sent: the request
+        // goes to another endpoint, whatever its method, as ingress-nginx's
+        // proxy-next-upstream (error timeout, 3 tries by default) does. A
+        // pod that has just stopped refuses connections until its
+        // EndpointSlice catches up; clients do not see it. A request that
+        // was sent is never retried: the upstream may have acted on it.
+        let case = if failure.error.is_connect_timeout() {
+            next_upstream.on_timeout
+        } else {
+            next_upstream.on_error
+        };
+        let Some(unsent) = failure.unsent.filter(|_| case) else {
+            return Err(failure.error);
+        };
+        tried.push(endpoint.addr);
+        let more = next_upstream.tries == 0 || tried.len() < next_upstream.tries as usize;
+        let Some(next) = more.then(|| upstream.pick_other(&tried)).flatten() else {
+            return Err(failure.error);
+        };
+        tracing::debug!(addr = %endpoint.addr, next = %next.addr, route = %target.name, error = %failure.error, "No connection to the endpoint; trying another.");
+        target.metrics.upstream_error(UpstreamErrorKind::Connect);
+        (endpoint, req) = (next, unsent);
     }
 }
 

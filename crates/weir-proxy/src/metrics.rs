@@ -53,6 +53,14 @@ pub enum ClientTimeout {
 }
 
 impl ClientTimeout {
+    /// Every kind, each exported from the start.
+    const ALL: [ClientTimeout; 4] = [
+        ClientTimeout::RequestHead,
+        ClientTimeout::KeepAlive,
+        ClientTimeout::Http2Idle,
+        ClientTimeout::RequestBody,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             ClientTimeout::RequestHead => "request_head",
@@ -144,12 +152,7 @@ impl ProxyMetrics {
         )?;
         registry.register(Box::new(client_timeouts.clone()))?;
         // Every kind is exported from the start, at 0.
-        for kind in [
-            ClientTimeout::RequestHead,
-            ClientTimeout::KeepAlive,
-            ClientTimeout::Http2Idle,
-            ClientTimeout::RequestBody,
-        ] {
+        for kind in ClientTimeout::ALL {
             client_timeouts.with_label_values(&[kind.label()]);
         }
         Ok(ProxyMetrics {

@@ -11,8 +11,8 @@
 //! the route's timeout cannot simply run from the start of the exchange: a
 //! large upload over a slow link would be cut while it is still moving.
 //! [`Progress`] records when the body last moved and when it ended; the
-//! timeout ([`within_timeout`]) then runs from the body's end, and before that limits
-//! each pause in it, as nginx's `client_body_timeout` and
+//! timeout ([`within_timeout`]) then runs from the body's end, and before
+//! that limits each pause in it, as nginx's `client_body_timeout` and
 //! `proxy_send_timeout` limit the time between two reads or writes.
 
 use std::future::Future;
@@ -63,7 +63,7 @@ impl Progress {
         }
     }
 
-    /// Records a frame passing (or, with `ended`, the body's end).
+    /// Records that the body moved: a frame passed, or it ended.
     fn moved(&self) {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.moved.store(nanos, Ordering::Release);
