@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::head_deadline::InFlight;
+use crate::http2_idle::InFlight;
 
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 8192;
@@ -262,18 +262,18 @@ fn humantime_rfc3339(t: SystemTime) -> String {
 }
 
 /// A response body that counts the bytes it yields and writes its
-/// request's access-log line when it ends (or is dropped unfinished). It
-/// also carries the request's place on its connection: the wait for the
-/// next request head starts when the body is done (head_deadline.rs).
+/// request's access-log line when it ends (or is dropped unfinished). On
+/// HTTP/2 it also carries the stream's place on its connection: the
+/// connection's idle spell starts when the body is done (http2_idle.rs).
 pub struct Logged<B> {
     inner: B,
     bytes: u64,
     record: Option<Box<Record>>,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl<B> Logged<B> {
-    pub(crate) fn new(inner: B, record: Option<Box<Record>>, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: B, record: Option<Box<Record>>, in_flight: Option<InFlight>) -> Self {
         Logged {
             inner,
             bytes: 0,

@@ -3,12 +3,13 @@
 //! listener wait until all have.
 //!
 //! hyper-util's `GracefulShutdown` does the same, but hides the connection
-//! it wraps, and weir's connection driver (`head_deadline::serve_within`)
-//! needs it to end idle HTTP/2 connections with a GOAWAY; it also polls a
-//! `watch` receiver (a mutex and a waiter list) on every wake-up of every
-//! connection. Here a wake-up costs one atomic load: a connection
-//! registers its task with the drain's `Notify` once, and looks at the
-//! flag.
+//! it wraps, and weir's HTTP/2 driver (`http2_idle::serve_within`) needs it
+//! to end idle connections with a GOAWAY; HTTP/1 connections are weir's
+//! own (http1/server.rs) and look at the drain between requests. hyper-util's
+//! also polls a `watch` receiver (a mutex and a waiter list) on every
+//! wake-up of every connection. Here a wake-up costs one atomic load: a
+//! connection registers its task with the drain's `Notify` once, and looks
+//! at the flag.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,6 +96,12 @@ pub(crate) struct Signal<'a> {
 }
 
 impl Signal<'_> {
+    /// Whether the drain has started, without registering for the
+    /// wake-up.
+    pub(crate) fn is_started(&self) -> bool {
+        self.drain.started.load(Ordering::Acquire)
+    }
+
     /// Whether the drain has started. Registers the task in `cx` for the
     /// wake-up the first time it sees it (tasks keep their waker, so that
     /// is once per connection in practice).

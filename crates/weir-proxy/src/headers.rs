@@ -16,9 +16,8 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
 /// `proxy-authorization` carries credentials meant for a proxy, never for the
-/// upstream. Pre-parsed, so checking a header map costs name comparisons, not
-/// parsing and hashing.
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// upstream. Their order is [`Known::HopByHop`]'s.
+pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -29,24 +28,118 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::UPGRADE,
 ];
 
+/// The fields weir treats specially, told apart by name. The HTTP/1
+/// parsers learn it for free while they recognise names
+/// (`http1::field_name`); elsewhere [`Known::of`] matches the name's text,
+/// which costs less than one hash lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// A hop-by-hop field: its place in [`HOP_BY_HOP`].
+    HopByHop(u8),
+    Host,
+    Cookie,
+    RequestId,
+    ForwardedFor,
+    ContentLength,
+    Expect,
+    Other,
+}
+
+/// Where `Connection`, `TE`, `Transfer-Encoding` and `Upgrade` sit in
+/// [`HOP_BY_HOP`].
+pub(crate) const CONNECTION_AT: u8 = 0;
+pub(crate) const TE_AT: u8 = 4;
+pub(crate) const TRANSFER_ENCODING_AT: u8 = 6;
+pub(crate) const UPGRADE_AT: u8 = 7;
+
+impl Known {
+    /// What a lower-case field name is.
+    pub(crate) fn of(name: &str) -> Known {
+        match name {
+            "connection" => Known::HopByHop(CONNECTION_AT),
+            "keep-alive" => Known::HopByHop(1),
+            "proxy-connection" => Known::HopByHop(2),
+            "proxy-authorization" => Known::HopByHop(3),
+            "te" => Known::HopByHop(TE_AT),
+            "trailer" => Known::HopByHop(5),
+            "transfer-encoding" => Known::HopByHop(TRANSFER_ENCODING_AT),
+            "upgrade" => Known::HopByHop(UPGRADE_AT),
+            "host" => Known::Host,
+            "cookie" => Known::Cookie,
+            "x-request-id" => Known::RequestId,
+            "x-forwarded-for" => Known::ForwardedFor,
+            "content-length" => Known::ContentLength,
+            "expect" => Known::Expect,
+            _ => Known::Other,
+        }
+    }
+}
+
+/// Which of the fields weir acts on a message holds: gathered while the
+/// message is parsed, or in one pass over its names, so that the lookups
+/// and removals that follow happen only for fields that are there (most
+/// messages carry few of them).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Present {
+    /// Bit `i`: `HOP_BY_HOP[i]`.
+    hop_by_hop: u8,
+    /// `X-Request-Id`.
+    pub(crate) request_id: bool,
+    /// `X-Forwarded-For`.
+    pub(crate) forwarded_for: bool,
+    /// `Host` fields (2 means two or more).
+    pub(crate) hosts: u8,
+    /// `Cookie` fields (2 means two or more).
+    pub(crate) cookies: u8,
+}
+
+impl Present {
+    /// Looks over every field of `headers`.
+    pub(crate) fn scan(headers: &HeaderMap) -> Self {
+        let mut p = Present::default();
+        for (name, _) in headers {
+            p.note(Known::of(name.as_str()));
+        }
+        p
+    }
+
+    /// Counts one field.
+    pub(crate) fn note(&mut self, known: Known) {
+        match known {
+            Known::HopByHop(i) => self.hop_by_hop |= 1 << i,
+            Known::Host => self.hosts = (self.hosts + 1).min(2),
+            Known::Cookie => self.cookies = (self.cookies + 1).min(2),
+            Known::RequestId => self.request_id = true,
+            Known::ForwardedFor => self.forwarded_for = true,
+            Known::ContentLength | Known::Expect | Known::Other => {}
+        }
+    }
+
+    /// Whether the hop-by-hop field at `at` in [`HOP_BY_HOP`] is among the
+    /// fields.
+    pub(crate) fn has(&self, at: u8) -> bool {
+        self.hop_by_hop & (1 << at) != 0
+    }
+
+    /// Whether `Upgrade` is among the fields.
+    pub(crate) fn upgrade(&self) -> bool {
+        self.has(UPGRADE_AT)
+    }
+}
+
 /// Removes hop-by-hop headers and the headers the `Connection` header names.
 /// Runs before weir adds its own headers, so a client cannot use
 /// `Connection: X-Forwarded-For` to strip what weir sets.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry few of them: one pass of cheap name comparisons
-    // finds which, so only those are hashed and removed.
-    let mut present = [false; HOP_BY_HOP.len()];
-    let mut any = false;
-    for key in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == key) {
-            present[i] = true;
-            any = true;
-        }
-    }
-    if !any {
+    strip_present(headers, Present::scan(headers));
+}
+
+/// [`strip_hop_by_hop`], knowing what `headers` holds.
+pub(crate) fn strip_present(headers: &mut HeaderMap, present: Present) {
+    if present.hop_by_hop == 0 {
         return;
     }
-    if present[0] {
+    if present.has(CONNECTION_AT) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -63,19 +156,28 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present.hop_by_hop & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
 /// Whether a comma-separated field (`Connection`, ...) lists `token`, in
 /// any of its lines and any case.
 pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| has_token_value(v, token))
+}
+
+/// Whether one comma-separated field value lists `token`, in any case.
+pub(crate) fn has_token_value(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Sets `X-Forwarded-For` (appending the peer), `X-Real-IP`,
@@ -83,11 +185,17 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
 /// as a header value, formatted once per connection.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
+    present: Present,
     peer: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
+    let prior = if present.forwarded_for {
+        headers.get(&X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let xff = match prior {
         Some(prior) if !prior.as_bytes().trim_ascii().is_empty() => {
             let mut v = Vec::with_capacity(prior.len() + 2 + peer.len());
             v.extend_from_slice(prior.as_bytes());
@@ -109,9 +217,8 @@ pub(crate) fn set_forwarded(
 /// HTTP/2 clients may split `Cookie` into one field per cookie (RFC 9113
 /// §8.2.3); an HTTP/1.1 upstream must get them as one field, joined with
 /// "; ". A single field is left alone.
-pub(crate) fn join_cookies(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(http::header::COOKIE).iter();
-    if values.nth(1).is_none() {
+pub(crate) fn join_cookies(headers: &mut HeaderMap, present: Present) {
+    if present.cookies < 2 {
         return;
     }
     let mut joined = Vec::new();
@@ -135,29 +242,60 @@ pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
 }
 
 /// Generates request ids: a random per-process prefix and a counter, so ids
-/// are unique without a syscall or lock per request.
+/// are unique without a syscall or lock per request. Ids are made
+/// [`ID_BLOCK`] at a time into one buffer that each id's header value
+/// shares, so a request costs no allocation for its id.
 pub(crate) struct RequestIds {
-    prefix: u64,
+    /// Tells this generator's blocks from another's (tests make several).
+    instance: u64,
+    /// The prefix, as the id's first 16 hex digits.
+    prefix: [u8; 16],
     counter: AtomicU64,
+}
+
+/// Ids made at a time, per thread.
+const ID_BLOCK: u64 = 64;
+/// Hex digits in an id.
+const ID_LEN: usize = 32;
+
+thread_local! {
+    /// The current block: whose it is, its ids, and the next one's index.
+    static ID_BLOCKS: std::cell::RefCell<(u64, bytes::Bytes, usize)> =
+        const { std::cell::RefCell::new((0, bytes::Bytes::new(), 0)) };
+}
+
+/// `n` as 16 lower-case hex digits.
+fn hex16(n: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate().take(16) {
+        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 impl RequestIds {
     pub(crate) fn new() -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             h.write_u128(d.as_nanos());
         }
+        let mut prefix = [0u8; 16];
+        hex16(h.finish(), &mut prefix);
         RequestIds {
-            prefix: h.finish(),
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            prefix,
             counter: AtomicU64::new(0),
         }
     }
 
     /// Keeps a client's id when it is sane (1–128 of `[A-Za-z0-9._:-]`), so
-    /// traces can span systems; otherwise makes a new one.
-    pub(crate) fn get(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(v) = headers.get(&X_REQUEST_ID) {
+    /// traces can span systems; otherwise makes a new one. `present`: what
+    /// `headers` holds.
+    pub(crate) fn get(&self, headers: &HeaderMap, present: Present) -> HeaderValue {
+        if present.request_id
+            && let Some(v) = headers.get(&X_REQUEST_ID)
+        {
             let b = v.as_bytes();
             if !b.is_empty()
                 && b.len() <= 128
@@ -167,16 +305,29 @@ impl RequestIds {
                 return v.clone();
             }
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = [0u8; 32];
-        for (i, byte) in id.iter_mut().enumerate() {
-            let word = if i < 16 { self.prefix } else { n };
-            let shift = 60 - 4 * (i % 16);
-            *byte = HEX[((word >> shift) & 0xf) as usize];
-        }
+        let id = ID_BLOCKS.with_borrow_mut(|(owner, block, next)| {
+            if *owner != self.instance || *next as u64 == ID_BLOCK {
+                *block = self.block();
+                *owner = self.instance;
+                *next = 0;
+            }
+            let at = *next * ID_LEN;
+            *next += 1;
+            block.slice(at..at + ID_LEN)
+        });
         // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    /// The next [`ID_BLOCK`] ids, one after another.
+    fn block(&self) -> bytes::Bytes {
+        let first = self.counter.fetch_add(ID_BLOCK, Ordering::Relaxed);
+        let mut block = vec![0u8; ID_BLOCK as usize * ID_LEN];
+        for (k, id) in block.chunks_exact_mut(ID_LEN).enumerate() {
+            id[..16].copy_from_slice(&self.prefix);
+            hex16(first + k as u64, &mut id[16..]);
+        }
+        block.into()
     }
 }
 
@@ -188,11 +339,13 @@ mod tests {
     fn split_cookies_are_joined_for_http1() {
         let mut h = HeaderMap::new();
         h.append("cookie", HeaderValue::from_static("a=1"));
-        join_cookies(&mut h);
+        let present = Present::scan(&h);
+        join_cookies(&mut h, present);
         assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1"]);
         h.append("cookie", HeaderValue::from_static("b=2"));
         h.append("cookie", HeaderValue::from_static("c=3"));
-        join_cookies(&mut h);
+        let present = Present::scan(&h);
+        join_cookies(&mut h, present);
         assert_eq!(
             h.get_all("cookie").iter().collect::<Vec<_>>(),
             ["a=1; b=2; c=3"]
@@ -211,8 +364,10 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h);
+        let present = Present::scan(&h);
         set_forwarded(
             &mut h,
+            present,
             &peer_value("10.0.0.1".parse().unwrap()),
             "http",
             None,
@@ -228,8 +383,10 @@ mod tests {
     fn xff_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        let present = Present::scan(&h);
         set_forwarded(
             &mut h,
+            present,
             &peer_value("10.0.0.1".parse().unwrap()),
             "http",
             None,
@@ -239,17 +396,36 @@ mod tests {
 
     #[test]
     fn request_ids() {
+        let other = RequestIds::new();
+        let ids = RequestIds::new();
+        let h = HeaderMap::new();
+        let theirs = other.get(&h, Present::default());
+        let mine: Vec<_> = (0..ID_BLOCK + 2)
+            .map(|_| ids.get(&h, Present::default()))
+            .collect();
+        assert_ne!(
+            theirs.as_bytes()[..16],
+            mine[0].as_bytes()[..16],
+            "prefixes differ"
+        );
+        for (n, id) in mine.iter().enumerate() {
+            assert!(
+                id.to_str().unwrap().ends_with(&format!("{n:016x}")),
+                "{id:?}"
+            );
+            assert_eq!(id.as_bytes()[..16], mine[0].as_bytes()[..16]);
+        }
         let ids = RequestIds::new();
         let mut h = HeaderMap::new();
-        let a = ids.get(&h);
-        let b = ids.get(&h);
+        let a = ids.get(&h, Present::scan(&h));
+        let b = ids.get(&h, Present::scan(&h));
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(b.to_str().unwrap().ends_with("0001"), "{b:?}");
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(ids.get(&h), "abc-123");
+        assert_eq!(ids.get(&h, Present::scan(&h)), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("bad id<script>"));
-        assert_ne!(ids.get(&h), "bad id<script>");
+        assert_ne!(ids.get(&h, Present::scan(&h)), "bad id<script>");
     }
 }

@@ -2,16 +2,19 @@
 //! the current snapshot and proxies it to a pooled upstream connection.
 //!
 //! ```text
-//!  client ─▶ server.rs (HTTP/1.1 + h2c, limits)
-//!              head_deadline.rs: keep-alive, head and HTTP/2 idle deadlines;
+//!  client ─▶ server.rs (listeners, TLS, HTTP/1 or HTTP/2 by preface or ALPN)
+//!              http1/server.rs: weir's own HTTP/1.1 server half (strict
+//!                parsing and framing, keep-alive and head deadlines,
+//!                lingering close); hyper serves HTTP/2, with
+//!                http2_idle.rs closing idle connections;
 //!              drain.rs: graceful close of every connection on shutdown
 //!         ─▶ Proxy::handle
 //!              1. request id            headers.rs
-//!              2. edge checks           framing, Host, header/URI limits
+//!              2. edge checks           Host, header/URI limits
 //!              3. path normalization    normalize.rs
 //!              4. route                 router.rs (snapshot loaded once)
 //!              5. forward               pool.rs (per-endpoint pools), route timeout;
-//!                                       h1.rs runs bodiless HTTP/1.1 exchanges in-task;
+//!                                       http1/client.rs runs bodiless HTTP/1.1 exchanges in-task;
 //!                                       upgrade.rs relays WebSocket connections after a 101
 //!         ◀─ response (hop-by-hop stripped) or respond.rs JSON error
 //! ```
@@ -27,23 +30,22 @@
 pub mod access_log;
 pub mod cidr;
 mod drain;
-mod framing;
-mod h1;
-mod head_deadline;
 mod headers;
+mod http1;
+mod http2_idle;
 pub mod limits;
 pub mod metrics;
 pub mod normalize;
 pub mod pool;
 mod request_body;
 mod respond;
+mod rewind;
 pub mod router;
 mod server;
 pub mod tls;
 mod upgrade;
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -51,17 +53,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{
-    CONTENT_LENGTH, HOST, HeaderValue, STRICT_TRANSPORT_SECURITY, TRANSFER_ENCODING,
-};
+use http::header::{HOST, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use weir_snapshot::Snapshot;
 
 pub use metrics::ProxyMetrics;
+pub use request_body::ClientBody;
 pub use server::{Listener, serve};
 
 pub use crate::cidr::Cidr;
@@ -76,8 +76,8 @@ use crate::router::{RoutePolicy, RouteTable};
 #[doc(hidden)]
 pub mod bench {
     /// Serializes a request head for an HTTP/1.1 upstream.
-    pub fn encode_request(parts: &http::request::Parts) -> Vec<u8> {
-        crate::h1::encode_request(parts)
+    pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
+        crate::http1::client::encode_request(parts, out)
     }
 
     /// Parses an upstream response head into a header map; `true` when it
@@ -85,15 +85,37 @@ pub mod bench {
     pub fn parse_response_head(head: &[u8]) -> bool {
         let mut buf = bytes::BytesMut::from(head);
         matches!(
-            crate::h1::parse_head(&mut buf, &http::Method::GET),
+            crate::http1::client::parse_head(&mut buf, &http::Method::GET, &mut Vec::new()),
             Ok(Some(_))
         )
     }
 
-    /// Follows the framing of client bytes as the framing guard does;
-    /// `true` when a head was ambiguous.
-    pub fn track_framing(bytes: &[u8]) -> bool {
-        crate::framing::Tracker::new().feed(bytes)
+    /// Parses a client's request head as weir's HTTP/1 server does
+    /// (request, header map, framing); `true` when it was complete and
+    /// valid.
+    pub fn parse_request_head(head: &[u8]) -> bool {
+        let mut buf = bytes::BytesMut::from(head);
+        matches!(
+            crate::http1::request::parse(&mut buf, 100, &mut Vec::new()),
+            Ok(Some(_))
+        )
+    }
+
+    /// Writes the head of a response to an HTTP/1.1 client.
+    pub fn encode_response_head(parts: &http::response::Parts, out: &mut Vec<u8>) {
+        let to = crate::http1::response::Answering::new(
+            &http::Method::GET,
+            http::Version::HTTP_11,
+            false,
+        );
+        let mut close = false;
+        crate::http1::response::encode_head(
+            parts,
+            hyper::body::SizeHint::with_exact(3),
+            to,
+            &mut close,
+            out,
+        );
     }
 }
 
@@ -138,10 +160,10 @@ pub struct ProxyConfig {
     /// TCP connect timeout toward upstreams.
     pub connect_timeout: Duration,
     /// Time an HTTP/1 client has to send a request head, from its first
-    /// byte or the connection opening (head_deadline.rs).
+    /// byte or the connection opening (http1/server.rs).
     pub header_read_timeout: Duration,
     /// Idle HTTP/1 client connections are closed, and HTTP/2 ones sent a
-    /// GOAWAY, this long after their last response (head_deadline.rs).
+    /// GOAWAY, this long after their last response (http1/server.rs, http2_idle.rs).
     pub keepalive_timeout: Duration,
     /// Most request headers accepted (431 beyond).
     pub max_headers: usize,
@@ -211,36 +233,32 @@ pub struct Proxy {
     relays: tokio_util::task::TaskTracker,
 }
 
-/// Per-connection facts a request needs, shared by its requests (`Arc`).
+/// Per-connection facts a request needs, shared by its requests.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// Framing verdicts of the connection's request heads (HTTP/1).
-    pub framing: Arc<framing::ConnFraming>,
     /// Client address.
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// The peer IP as a header value, formatted once per connection.
     pub(crate) peer_value: HeaderValue,
-    /// The connection's request-head deadline, told when requests start
-    /// and end.
-    pub(crate) head: Arc<head_deadline::HeadClock>,
+    /// An HTTP/2 connection's idle deadline, told when streams start and
+    /// end (HTTP/1 connections keep their deadlines themselves).
+    pub(crate) idle: Option<Arc<http2_idle::IdleClock>>,
 }
 
 impl ConnInfo {
     /// Facts about a new connection.
-    pub fn new(
+    pub(crate) fn new(
         peer: SocketAddr,
         proto: &'static str,
-        framing: Arc<framing::ConnFraming>,
-        head: Arc<head_deadline::HeadClock>,
+        idle: Option<Arc<http2_idle::IdleClock>>,
     ) -> Self {
         ConnInfo {
-            framing,
             peer,
             proto,
             peer_value: headers::peer_value(peer.ip()),
-            head,
+            idle,
         }
     }
 }
@@ -351,15 +369,18 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
-    pub async fn handle(
+    /// `present`: which of the fields weir acts on the request carries (the
+    /// HTTP/1 parser learns it as it parses).
+    pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
-    ) -> Result<Response<access_log::Logged<Body>>, Infallible> {
+        req: Request<ClientBody>,
+        present: headers::Present,
+        conn: &ConnInfo,
+    ) -> Response<access_log::Logged<Body>> {
         let start = Instant::now();
         // Ends with the response body, or here if the request is abandoned.
-        let in_flight = conn.head.start(req.version());
-        let request_id = self.ids.get(req.headers());
+        let in_flight = conn.idle.as_ref().map(|clock| clock.start());
+        let request_id = self.ids.get(req.headers(), present);
         // Only what the log line needs, and only when there is a log.
         let arrival = self
             .access_log
@@ -368,7 +389,7 @@ impl Proxy {
         let mut facts = access_log::Facts::default();
         let https = conn.proto == "https";
         let (resp, metrics) = match self
-            .route_and_forward(req, &conn, &request_id, &mut facts)
+            .route_and_forward(req, present, conn, &request_id, &mut facts, start)
             .await
         {
             Ok((resp, target)) => (resp, Some(target)),
@@ -395,7 +416,23 @@ impl Proxy {
             access_log::Record::new(&self.access_log, arrival, &request_id, status, facts)
         });
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        Ok(resp.map(|body| access_log::Logged::new(body, record, in_flight)))
+        resp.map(|body| access_log::Logged::new(body, record, in_flight))
+    }
+
+    /// weir's answer to a request it could not parse (http1/server.rs): a
+    /// JSON error with a new request id, counted as unrouted.
+    pub(crate) fn refuse(
+        &self,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+    ) -> Response<access_log::Logged<Body>> {
+        let request_id = self
+            .ids
+            .get(&http::HeaderMap::new(), headers::Present::default());
+        self.unrouted.observe(status.as_u16(), 0.0);
+        error(status, code, message, &request_id)
+            .map(|body| access_log::Logged::new(body, None, None))
     }
 
     /// The request pipeline. `Err` is an early response from weir itself;
@@ -403,25 +440,17 @@ impl Proxy {
     /// upstream failed.
     async fn route_and_forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
+        mut present: headers::Present,
         conn: &ConnInfo,
         request_id: &HeaderValue,
         facts: &mut access_log::Facts,
+        start: Instant,
     ) -> Result<(Response<Body>, Arc<router::Target>), Response<Body>> {
         let reject = |status, code, msg: &str| error(status, code, msg, request_id);
-        if conn.framing.is_ambiguous() {
-            let mut resp = reject(
-                StatusCode::BAD_REQUEST,
-                "ambiguous_framing",
-                "request framing is ambiguous (Content-Length with Transfer-Encoding, or repeated Content-Length)",
-            );
-            resp.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            return Err(resp);
-        }
-        check_framing(&req, &self.config).map_err(|(s, c, m)| reject(s, c, m))?;
-        let host =
-            request_host(&req).map_err(|m| reject(StatusCode::BAD_REQUEST, "invalid_host", m))?;
+        check_limits(&req, &self.config).map_err(|(s, c, m)| reject(s, c, m))?;
+        let host = request_host(&req, present.hosts)
+            .map_err(|m| reject(StatusCode::BAD_REQUEST, "invalid_host", m))?;
 
         let path = normalize_path(req.uri().path())
             .map_err(|e| reject(StatusCode::BAD_REQUEST, e.code(), &e.to_string()))?;
@@ -468,7 +497,7 @@ impl Proxy {
         }
 
         // HTTP/2 carries the host in :authority; the upstream needs a Host.
-        let (host_value, insert_host) = match req.headers().get(HOST) {
+        let (host_value, insert_host) = match host.header {
             Some(v) => (Some(v.clone()), false),
             None => (HeaderValue::from_str(host.original).ok(), true),
         };
@@ -528,6 +557,8 @@ impl Proxy {
                     .into_parts()
                     .path_and_query
                     .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                // The policy may have set or removed fields.
+                present = headers::Present::scan(req.headers());
                 if let Some(limits) = &target.limits {
                     let client = limits::ClientAddr {
                         peer: conn.peer.ip(),
@@ -588,10 +619,13 @@ impl Proxy {
         let protocol = endpoint.pool.protocol();
         // An upgrade needs an HTTP/1.1 upstream; toward HTTP/2 the request
         // goes as plain HTTP (its Upgrade stripped as hop-by-hop).
-        let upgrade = if protocol.is_h2() {
+        let upgrade = if protocol.is_h2() || !present.upgrade() {
             None
         } else {
-            upgrade::requested(&req).map(|value| (value, hyper::upgrade::on(&mut req)))
+            upgrade::requested(&req).and_then(|value| {
+                let client = req.extensions_mut().remove::<upgrade::ClientUpgrade>()?;
+                Some((value, client))
+            })
         };
         let uri = if protocol.is_h2() {
             // HTTP/2 names the host in :authority, taken from the URI: the
@@ -636,7 +670,7 @@ impl Proxy {
                 .get_all(http::header::TE)
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        headers::strip_hop_by_hop(headers);
+        headers::strip_present(headers, present);
         if protocol.is_h2() {
             if te_trailers {
                 headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
@@ -647,9 +681,9 @@ impl Proxy {
             if insert_host && let Some(v) = &host_value {
                 headers.insert(HOST, v.clone());
             }
-            headers::join_cookies(headers);
+            headers::join_cookies(headers, present);
         }
-        headers::set_forwarded(headers, &conn.peer_value, conn.proto, host_value);
+        headers::set_forwarded(headers, present, &conn.peer_value, conn.proto, host_value);
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         let client_upgrade = upgrade.map(|(value, on)| {
             upgrade::restore(headers, value);
@@ -664,8 +698,9 @@ impl Proxy {
         // Pinned in place, as within_timeout wants (see there).
         let answered = request_body::within_timeout(
             pin!(send_with_next_upstream(
-                &target, upstream, endpoint, req, upgrading, &mut addr
+                &target, upstream, endpoint, req, upgrading, &mut addr, start
             )),
+            start,
             target.timeout,
             target.send_timeout,
             progress.as_deref(),
@@ -683,8 +718,8 @@ impl Proxy {
                     }
                     return Ok((resp, target));
                 }
+                // Hop-by-hop fields are gone already (pool.rs).
                 let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
                 // The client's connection is ours: answer in our HTTP version,
                 // not the upstream's (an HTTP/1.0 origin must not downgrade
                 // the client's keep-alive connection).
@@ -766,7 +801,7 @@ impl Proxy {
     fn switch(
         &self,
         mut resp: Response<pool::UpstreamBody>,
-        client: hyper::upgrade::OnUpgrade,
+        client: upgrade::ClientUpgrade,
         target: &router::Target,
         request_id: &HeaderValue,
     ) -> Response<Body> {
@@ -813,6 +848,7 @@ impl Proxy {
 /// Sends `req` to `endpoint` and, while no connection can be made there, to
 /// the upstream's other endpoints, as the route's next-upstream settings
 /// allow. `addr` ends as the endpoint that answered or failed last.
+/// `arrived`: when the request arrived (the pools' clock).
 async fn send_with_next_upstream(
     target: &router::Target,
     upstream: &router::Upstream,
@@ -820,6 +856,7 @@ async fn send_with_next_upstream(
     mut req: Request<request_body::RequestBody>,
     upgrading: bool,
     addr: &mut SocketAddr,
+    arrived: Instant,
 ) -> Result<Response<pool::UpstreamBody>, pool::SendError> {
     let next_upstream = &target.next_upstream;
     // Endpoints that took no connection; allocated only then.
@@ -831,7 +868,10 @@ async fn send_with_next_upstream(
             // future.
             Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
         } else {
-            endpoint.pool.send(req, target.connect_timeout).await
+            endpoint
+                .pool
+                .send(req, target.connect_timeout, arrived)
+                .await
         };
         let failure = match sent {
             Ok(resp) => return Ok(resp),
@@ -886,36 +926,12 @@ fn body_left_unread(mut resp: Response<Body>, version: Version) -> Response<Body
     resp
 }
 
-/// Edge checks on framing and size that hyper's parser leaves to us.
-/// Ambiguous framing is refused, never normalized and passed on.
-fn check_framing(req: &Request<Incoming>, config: &ProxyConfig) -> Result<(), Rejection> {
+/// Edge checks on size and method, for HTTP/1 and HTTP/2 alike. Framing
+/// is judged where each protocol is parsed (http1/request.rs; hyper's h2
+/// for HTTP/2, which refuses connection-specific fields and checks
+/// `content-length` against the data).
+fn check_limits(req: &Request<ClientBody>, config: &ProxyConfig) -> Result<(), Rejection> {
     let h = req.headers();
-    let te = h.get_all(TRANSFER_ENCODING).iter().count();
-    let cl = h.get_all(CONTENT_LENGTH).iter().count();
-    if te > 0 && cl > 0 {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "ambiguous_framing",
-            "both Transfer-Encoding and Content-Length",
-        ));
-    }
-    if cl > 1 {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "ambiguous_framing",
-            "more than one Content-Length",
-        ));
-    }
-    if te > 1
-        || h.get(TRANSFER_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
-        return Err((
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported_transfer_encoding",
-            "only Transfer-Encoding: chunked is accepted",
-        ));
-    }
     if h.len() > config.max_headers {
         return Err((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -954,17 +970,23 @@ struct RequestHost<'a> {
     name: Cow<'a, str>,
     /// As sent (with port), for `Host` on HTTP/2 requests.
     original: &'a str,
+    /// The `Host` field, when the request has one.
+    header: Option<&'a HeaderValue>,
 }
 
 /// The request's host: exactly one valid `Host` header on HTTP/1.1 (it must
 /// agree with an absolute-form target), `:authority` on HTTP/2. Borrowed from
 /// the request; allocates only to lower-case a host sent in upper case.
-fn request_host(req: &Request<Incoming>) -> Result<RequestHost<'_>, &'static str> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let header = hosts.next();
-    if hosts.next().is_some() {
+/// `hosts`: how many `Host` fields the request has (2 for two or more).
+fn request_host<B>(req: &Request<B>, hosts: u8) -> Result<RequestHost<'_>, &'static str> {
+    if hosts > 1 {
         return Err("more than one Host header");
     }
+    let header = if hosts == 1 {
+        req.headers().get(HOST)
+    } else {
+        None
+    };
     let authority: &str = match (header, req.uri().authority()) {
         (Some(h), Some(a)) => {
             if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
@@ -978,6 +1000,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestHost<'_>, &'static str
             return Ok(RequestHost {
                 name: Cow::Borrowed(""),
                 original: "",
+                header,
             });
         }
         (None, None) => return Err("missing Host header"),
@@ -995,6 +1018,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestHost<'_>, &'static str
     Ok(RequestHost {
         name,
         original: authority,
+        header,
     })
 }
 

@@ -67,7 +67,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
-use crate::h1;
+use crate::http1::client as h1;
 use crate::request_body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
@@ -360,14 +360,18 @@ impl EndpointPool {
     }
 
     /// Sends `req` (its URI already in the form the protocol wants) and
-    /// returns the response once its head has arrived; the body streams.
+    /// returns the response once its head has arrived, without its
+    /// hop-by-hop fields; the body streams.
     /// A new connection made for it gets `connect_timeout` (the route's),
     /// or the pools' default. When no connection can be made, the request
     /// comes back with the error, untouched.
+    /// `now` is the request's arrival, good enough for the idle
+    /// connections' ages (a clock read saved per request).
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Option<Duration>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, Failure> {
         // The exchanges with a body, or over HTTP/2 or TLS, are boxed: the
         // common bodiless one is the smallest, and this future's size is
@@ -378,7 +382,7 @@ impl EndpointPool {
         } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
             // The body is empty: only the head goes.
             let (parts, body) = req.into_parts();
-            self.send_bodiless(parts, connect_timeout)
+            self.send_bodiless(parts, connect_timeout, now)
                 .await
                 .map_err(|(error, unsent)| Failure {
                     error,
@@ -402,23 +406,27 @@ impl EndpointPool {
         self: &Arc<Self>,
         parts: http::request::Parts,
         connect_timeout: Option<Duration>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, (SendError, Option<http::request::Parts>)> {
-        let head = h1::encode_request(&parts);
         let idempotent = parts.method.is_idempotent();
         loop {
-            let (conn, reused) = match self.checkout_conn() {
+            let (mut conn, reused) = match self.checkout_conn(now) {
                 Some(conn) => (conn, true),
                 None => match Box::pin(self.connect_conn(connect_timeout)).await {
                     Ok(conn) => (conn, false),
                     Err(e) => return Err((e, Some(parts))),
                 },
             };
-            match h1::exchange(conn, &head, &parts.method).await {
+            conn.encode(&parts);
+            match h1::exchange(conn, &parts.method).await {
                 Ok((resp, answer)) => {
                     let body = match answer {
                         h1::Answer::Whole(body, conn) => {
                             if let Some(conn) = conn {
-                                self.give_back_conn(conn);
+                                // Idle since the request's arrival: an age
+                                // overstated by the exchange, which only
+                                // retires it sooner.
+                                self.give_back_conn(conn, now);
                             }
                             BodyKind::Whole(Some(body).filter(|b| !b.is_empty()))
                         }
@@ -440,7 +448,8 @@ impl EndpointPool {
     /// connection of its own: after a `101` the connection belongs to the
     /// relay, and after any other answer it closes with the response body.
     /// A `101` response carries the upstream's upgrade in its extensions
-    /// (`hyper::upgrade::on`).
+    /// (`hyper::upgrade::on`) and keeps its fields (the relay needs
+    /// `Upgrade`); any other answer comes without hop-by-hop fields.
     pub(crate) async fn send_upgrade(
         &self,
         req: Request<RequestBody>,
@@ -450,19 +459,23 @@ impl EndpointPool {
             Ok(sender) => sender,
             Err(e) => return Err(Failure::unsent(e, req)),
         };
-        let resp = sender
+        let mut resp = sender
             .send_request(req)
             .await
             .map_err(|e| Failure::sent(SendError::Http(e)))?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            crate::headers::strip_hop_by_hop(resp.headers_mut());
+        }
         Ok(resp.map(|body| UpstreamBody::new(body, None)))
     }
 
     /// The most recently returned idle connection the upstream has not
-    /// closed.
-    fn checkout_conn(&self) -> Option<h1::Conn> {
+    /// closed, as of `now`.
+    fn checkout_conn(&self, now: Instant) -> Option<h1::Conn> {
         let mut idle = lock(&self.idle_conns);
         while let Some(mut candidate) = idle.pop() {
-            if candidate.since.elapsed() < self.connector.idle_timeout && candidate.conn.is_quiet()
+            if now.saturating_duration_since(candidate.since) < self.connector.idle_timeout
+                && candidate.conn.is_quiet()
             {
                 return Some(candidate.conn);
             }
@@ -470,15 +483,13 @@ impl EndpointPool {
         None
     }
 
-    fn give_back_conn(&self, conn: h1::Conn) {
+    /// Puts `conn` on the idle stack, idle since `since`.
+    fn give_back_conn(&self, conn: h1::Conn, since: Instant) {
         let mut idle = lock(&self.idle_conns);
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
             idle.remove(0);
         }
-        idle.push(IdleConn {
-            conn,
-            since: Instant::now(),
-        });
+        idle.push(IdleConn { conn, since });
     }
 
     async fn connect_conn(&self, timeout: Option<Duration>) -> Result<h1::Conn, SendError> {
@@ -504,7 +515,8 @@ impl EndpointPool {
                 },
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    crate::headers::strip_hop_by_hop(resp.headers_mut());
                     let pool = self.clone();
                     return Ok(resp.map(|body| UpstreamBody::new(body, Some((pool, sender)))));
                 }
@@ -566,7 +578,10 @@ impl EndpointPool {
             };
             fresh |= made;
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
+                Ok(mut resp) => {
+                    crate::headers::strip_hop_by_hop(resp.headers_mut());
+                    return Ok(resp.map(|body| UpstreamBody::new(body, None)));
+                }
                 Err(mut e) => {
                     self.forget_closed_h2();
                     match e.take_message() {
@@ -788,7 +803,7 @@ impl UpstreamBody {
             } => pool.give_back(sender),
             BodyKind::Streaming(reader, pool) => {
                 if let Some(conn) = reader.into_reusable() {
-                    pool.give_back_conn(conn);
+                    pool.give_back_conn(conn, Instant::now());
                 }
             }
             BodyKind::Hyper { .. } | BodyKind::Whole(_) => {}
@@ -965,7 +980,8 @@ mod tests {
                 let log = log.clone();
                 tokio::spawn(async move {
                     for served in 0.. {
-                        let Some(head) = crate::h1::tests::read_head(&mut tcp).await else {
+                        let Some(head) = crate::http1::client::tests::read_head(&mut tcp).await
+                        else {
                             return;
                         };
                         let method = String::from_utf8_lossy(&head)
@@ -1007,7 +1023,7 @@ mod tests {
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         for _ in 0..2 {
             let resp = pool
-                .send_bodiless(request(http::Method::GET), None)
+                .send_bodiless(request(http::Method::GET), None, Instant::now())
                 .await
                 .expect("answered");
             assert_eq!(resp.status(), 200);
@@ -1030,12 +1046,12 @@ mod tests {
         let addr = closes_after_one(Arc::clone(&log)).await;
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         let resp = pool
-            .send_bodiless(request(http::Method::POST), None)
+            .send_bodiless(request(http::Method::POST), None, Instant::now())
             .await
             .expect("answered");
         assert_eq!(resp.status(), 200);
         let (err, unsent) = pool
-            .send_bodiless(request(http::Method::POST), None)
+            .send_bodiless(request(http::Method::POST), None, Instant::now())
             .await
             .err()
             .expect("unanswered");

@@ -26,10 +26,67 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
+use crate::http1::body::{BodyError, H1Body};
+
+/// A client's request body as it arrives: from weir's HTTP/1 server, from
+/// hyper's HTTP/2 server, or none at all.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// No body (most requests): nothing is allocated for it.
+    Empty,
+    /// Read from an HTTP/1 connection (http1/body.rs).
+    H1(H1Body),
+    /// An HTTP/2 stream's data.
+    H2(Incoming),
+}
+
+/// Why a client's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// On HTTP/1.
+    #[error(transparent)]
+    H1(#[from] BodyError),
+    /// On HTTP/2.
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A request body with an optional byte limit.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     /// Most bytes allowed; `None` for no limit.
     limit: Option<u64>,
     /// Bytes passed on so far.
@@ -105,7 +162,7 @@ impl Progress {
 pub enum RequestBodyError {
     /// The client's stream failed (cut short, malformed chunk).
     #[error(transparent)]
-    Client(#[from] hyper::Error),
+    Client(#[from] ClientBodyError),
     /// More than the route accepts.
     #[error("request body larger than {0} bytes")]
     TooLarge(u64),
@@ -113,7 +170,7 @@ pub enum RequestBodyError {
 
 impl RequestBody {
     /// Wraps `inner`, allowing at most `limit` bytes when given.
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    pub(crate) fn new(inner: ClientBody, limit: Option<u64>) -> Self {
         let progress = (!inner.is_end_stream()).then(|| Arc::new(Progress::new()));
         RequestBody {
             inner,
@@ -208,13 +265,15 @@ pub(crate) enum Expired {
 /// pause in it gets `timeout` when the client sends nothing (nginx's
 /// `client_body_timeout`), `send` when the upstream takes nothing
 /// (`proxy_send_timeout`). Without a body (`progress` is `None`), from
-/// now. One timer, re-armed only when it fires.
+/// `arrived`, the request's arrival (read once per request, by the
+/// caller). One timer, re-armed only when it fires.
 ///
 /// `sent` is pinned by the caller: taken by value, the exchange's future
 /// (kilobytes) would be stored twice in this one and copied each time, on
 /// every request (see `Proxy::handle`).
 pub(crate) async fn within_timeout<F: Future>(
     mut sent: Pin<&mut F>,
+    arrived: Instant,
     timeout: Duration,
     send: Duration,
     progress: Option<&Progress>,
@@ -226,7 +285,7 @@ pub(crate) async fn within_timeout<F: Future>(
     } else {
         timeout
     };
-    let mut timer = pin!(tokio::time::sleep(first));
+    let mut timer = pin!(tokio::time::sleep_until(arrived + first));
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(out) = sent.as_mut().poll(cx) {
@@ -274,8 +333,14 @@ mod tests {
         };
         let timed = |progress: Option<Arc<Progress>>, answer: u64| async move {
             let start = Instant::now();
-            let out =
-                within_timeout(pin!(answer_at(answer)), 10 * S, 10 * S, progress.as_deref()).await;
+            let out = within_timeout(
+                pin!(answer_at(answer)),
+                Instant::now(),
+                10 * S,
+                10 * S,
+                progress.as_deref(),
+            )
+            .await;
             (
                 out.map_err(|e| matches!(e, Expired::Client)),
                 start.elapsed().as_secs(),
@@ -304,14 +369,28 @@ mod tests {
         advance(2 * S).await;
         p.frame(false);
         p.paused_by_client();
-        let out = within_timeout(pin!(answer_at(100)), 10 * S, 3 * S, Some(&p)).await;
+        let out = within_timeout(
+            pin!(answer_at(100)),
+            Instant::now(),
+            10 * S,
+            3 * S,
+            Some(&p),
+        )
+        .await;
         assert!(matches!(out, Err(Expired::Client)));
         assert_eq!(p.last_moved().elapsed(), 10 * S);
 
         // The upstream stops taking the body: 504, after the send timeout.
         let p = Arc::new(Progress::new());
         p.frame(false);
-        let out = within_timeout(pin!(answer_at(100)), 10 * S, 3 * S, Some(&p)).await;
+        let out = within_timeout(
+            pin!(answer_at(100)),
+            Instant::now(),
+            10 * S,
+            3 * S,
+            Some(&p),
+        )
+        .await;
         assert!(matches!(out, Err(Expired::Upstream)));
         assert_eq!(p.last_moved().elapsed(), 3 * S);
     }

@@ -150,6 +150,9 @@ impl Target {
 struct HostTable {
     exact: FastMap<Box<str>, Arc<Target>>,
     prefix: FastMap<Box<str>, Arc<Target>>,
+    /// The lengths of the prefixes in `prefix`, longest first: a path is
+    /// probed only where a prefix of that length could match.
+    prefix_lengths: Box<[usize]>,
     fallback: Option<Arc<Target>>,
 }
 
@@ -255,6 +258,10 @@ impl RouteTable {
                 };
                 map.entry(key.as_str().into()).or_insert(t);
             }
+            let mut lengths: Vec<usize> = host.prefix.keys().map(|p| p.len()).collect();
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            lengths.dedup();
+            host.prefix_lengths = lengths.into();
             host.fallback = vhost.fallback.as_ref().map(&mut target);
             match &vhost.host {
                 HostMatch::Exact(h) => {
@@ -278,6 +285,9 @@ impl RouteTable {
             .exact_hosts
             .get(host)
             .or_else(|| {
+                if self.wildcard_hosts.is_empty() {
+                    return None;
+                }
                 let dot = host.find('.')?;
                 // `*.example.com` needs a non-empty first label.
                 if dot == 0 {
@@ -295,20 +305,18 @@ impl HostTable {
         if let Some(t) = self.exact.get(path) {
             return Some(t);
         }
-        if !self.prefix.is_empty() {
-            // Prefixes are stored without a trailing slash; probe the whole
-            // path (unless it ends in '/') and then every element boundary.
-            if !path.ends_with('/')
-                && let Some(t) = self.prefix.get(path)
-            {
+        // Prefixes are stored without a trailing slash, and match element by
+        // element: the whole path (unless it ends in '/'), or the part
+        // before a '/'. Longest first, and only at the lengths the table
+        // has.
+        let bytes = path.as_bytes();
+        for &len in &self.prefix_lengths {
+            let boundary = match bytes.get(len) {
+                Some(b) => *b == b'/',
+                None => len == bytes.len() && !path.ends_with('/'),
+            };
+            if boundary && let Some(t) = path.get(..len).and_then(|p| self.prefix.get(p)) {
                 return Some(t);
-            }
-            let mut end = path.len();
-            while let Some(i) = path[..end].rfind('/') {
-                if let Some(t) = self.prefix.get(&path[..i]) {
-                    return Some(t);
-                }
-                end = i;
             }
         }
         self.fallback.as_ref()

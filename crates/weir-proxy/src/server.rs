@@ -1,20 +1,28 @@
 //! Client-facing listeners: HTTP/1.1 and h2c (prior knowledge) on one port,
-//! HTTPS (HTTP/1.1 and h2 by ALPN) on another, protocol limits, and
-//! graceful drain on shutdown.
+//! HTTPS (HTTP/1.1 and h2 by ALPN) on another, and the graceful drain on
+//! shutdown. HTTP/1 connections are served by weir's own server half
+//! (http1/server.rs); HTTP/2 ones, recognised by their preface or by ALPN,
+//! by hyper's.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::drain::{Drain, Registration};
-use crate::framing::{ConnFraming, FramingGuard};
-use crate::head_deadline::{self, Graceful, HeadClock};
+use crate::headers::Present;
+use crate::http1::server::{self as h1, Ended};
+use crate::http2_idle::{self, Graceful, IdleClock};
+use crate::metrics::ClientTimeout;
+use crate::request_body::ClientBody;
+use crate::rewind::Rewind;
 use crate::{ConnInfo, Proxy};
 
 /// A bound listener and what it serves.
@@ -27,6 +35,14 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// What every connection of a listener shares.
+struct Shared {
+    proxy: Arc<Proxy>,
+    proto: &'static str,
+    http1: h1::Limits,
+    http2: http2::Builder<TokioExecutor>,
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `drain` for in-flight requests and relayed (upgraded)
 /// connections; connections still open after that are closed. Returns how
@@ -37,27 +53,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> usize {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The head deadline is weir's own (head_deadline.rs): hyper's arms
-        // and drops a timer for every request.
-        .header_read_timeout(None)
-        // hyper's own limits sit above weir's (checked in the handler with a
-        // JSON answer), as a backstop against oversized heads.
-        .max_headers(proxy.config.max_headers * 2)
-        .max_buf_size((proxy.config.max_header_bytes + proxy.config.max_uri_len) * 2 + 8192)
-        .keep_alive(true);
-    builder
-        .http2()
+    let config = &proxy.config;
+    let http1 = h1::Limits {
+        head: config.header_read_timeout,
+        keepalive: config.keepalive_timeout,
+        // A backstop above the handler's own limits (checked with a JSON
+        // answer), against heads that would fill memory.
+        max_head: (config.max_header_bytes + config.max_uri_len) * 2 + 8192,
+        max_line: config.max_uri_len + 64,
+        max_fields: config.max_headers,
+        detect_http2: listener.tls.is_none(),
+    };
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(proxy.config.max_header_bytes * 2).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(config.max_header_bytes * 2).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        proxy: proxy.clone(),
+        proto: listener.proto,
+        http1,
+        http2,
+    });
     let connections = Drain::new();
-    let proto = listener.proto;
     let acceptor = listener.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -73,9 +92,12 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let registration = connections.register();
                 match &acceptor {
-                    None => spawn_connection(stream, peer, proto, &proxy, &builder, connections.register()),
-                    Some(acceptor) => spawn_tls(stream, peer, acceptor, &proxy, &builder, connections.register()),
+                    None => {
+                        tokio::spawn(serve_connection(stream, peer, shared.clone(), registration, false));
+                    }
+                    Some(acceptor) => spawn_tls(stream, peer, acceptor, &shared, registration),
                 }
             }
             () = &mut shutdown => break,
@@ -104,109 +126,118 @@ pub async fn serve(
 
 /// Finishes the TLS handshake in the connection's own task (within the
 /// header-read timeout, so a silent client cannot hold a slot), then serves
-/// it like any connection. Handshakes that start before a drain are not
-/// counted by it; they are cut by the drain deadline at worst.
+/// the protocol ALPN chose. Handshakes that start before a drain are
+/// counted by it and cut by the drain deadline at worst.
 fn spawn_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: &tokio_rustls::TlsAcceptor,
-    proxy: &Arc<Proxy>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    drain: Registration,
+    shared: &Arc<Shared>,
+    registration: Registration,
 ) {
     let accept = acceptor.accept(stream);
-    let proxy = proxy.clone();
-    let builder = builder.clone();
-    let timeout = proxy.config.header_read_timeout;
+    let shared = shared.clone();
+    let timeout = shared.proxy.config.header_read_timeout;
     tokio::spawn(async move {
         let tls = match tokio::time::timeout(timeout, accept).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                proxy.metrics.tls_handshake_failed();
+                shared.proxy.metrics.tls_handshake_failed();
                 tracing::debug!(%peer, error = %e, "TLS handshake failed.");
                 return;
             }
             Err(_) => {
-                proxy.metrics.tls_handshake_failed();
+                shared.proxy.metrics.tls_handshake_failed();
                 tracing::debug!(%peer, "TLS handshake timed out.");
                 return;
             }
         };
-        serve_io(tls, peer, "https", proxy, builder, drain).await;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        serve_connection(tls, peer, shared, registration, h2).await;
     });
-}
-
-fn spawn_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    proto: &'static str,
-    proxy: &Arc<Proxy>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    drain: Registration,
-) {
-    tokio::spawn(serve_io(
-        stream,
-        peer,
-        proto,
-        proxy.clone(),
-        builder.clone(),
-        drain,
-    ));
 }
 
 /// Serves one client connection (plain TCP or established TLS) until it
 /// ends or the drain closes it, counted in `weir_open_connections`.
-async fn serve_io<IO>(
+async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
-    proto: &'static str,
-    proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    shared: Arc<Shared>,
     drain: Registration,
+    http2: bool,
 ) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let framing = Arc::new(ConnFraming::default());
-    let clock = HeadClock::new();
-    let info = Arc::new(ConnInfo::new(peer, proto, framing.clone(), clock.clone()));
-    let service_proxy = proxy.clone();
-    let service = service_fn(move |req| {
-        let proxy = service_proxy.clone();
-        let info = info.clone();
-        async move { proxy.handle(req, info).await }
-    });
-    let io = TokioIo::new(FramingGuard::new(io, framing, clock.clone()));
-    // Upgrades only happen when the handler answers 101 (upgrade.rs);
-    // other requests pay nothing for them.
-    let conn = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
+    let proxy = &shared.proxy;
     let gauge = &proxy.metrics.open_connections;
     gauge.inc();
-    let waits = head_deadline::Waits {
-        head: proxy.config.header_read_timeout,
-        keepalive: proxy.config.keepalive_timeout,
-    };
-    let timed_out = |kind| proxy.metrics.client_timed_out(kind);
-    match head_deadline::serve_within(conn, &clock, waits, &drain, timed_out).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::debug!(%peer, error = %e, "Connection ended with an error."),
-        None => tracing::debug!(%peer, "No request in time; connection closed."),
+    if http2 {
+        serve_http2(io, Bytes::new(), peer, &shared, &drain).await;
+    } else {
+        let info = ConnInfo::new(peer, shared.proto, None);
+        if let Ended::Http2(io, read) = h1::serve(io, proxy, &info, &drain, shared.http1).await {
+            serve_http2(io, read, peer, &shared, &drain).await;
+        }
     }
     gauge.dec();
 }
 
-impl<I, B, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+/// Serves an HTTP/2 connection with hyper, `read` being what was read of
+/// it already (the preface, on a plain-text listener).
+async fn serve_http2<IO>(
+    io: IO,
+    read: Bytes,
+    peer: SocketAddr,
+    shared: &Shared,
+    drain: &Registration,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let clock = IdleClock::new();
+    let info = Arc::new(ConnInfo::new(peer, shared.proto, Some(clock.clone())));
+    let proxy = shared.proxy.clone();
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let proxy = proxy.clone();
+        let info = info.clone();
+        async move {
+            let present = Present::scan(req.headers());
+            let req = req.map(ClientBody::H2);
+            Ok::<_, std::convert::Infallible>(proxy.handle(req, present, &info).await)
+        }
+    });
+    let conn = shared
+        .http2
+        .serve_connection(TokioIo::new(Rewind::new(io, read)), service);
+    let config = &shared.proxy.config;
+    let waits = http2_idle::Waits {
+        keepalive: config.keepalive_timeout,
+        grace: config.header_read_timeout,
+    };
+    let idled = || {
+        shared
+            .proxy
+            .metrics
+            .client_timed_out(ClientTimeout::Http2Idle)
+    };
+    match http2_idle::serve_within(conn, &clock, waits, drain, idled).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 connection ended with an error.")
+        }
+        None => tracing::debug!(%peer, "Idle HTTP/2 connection did not close; dropped."),
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        auto::UpgradeableConnection::graceful_shutdown(self);
+        http2::Connection::graceful_shutdown(self);
     }
 }

@@ -30,20 +30,59 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
 use http::{Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::headers::has_token;
+use crate::rewind::Rewind;
+
+/// A client connection that has switched protocols: the stream, with what
+/// the client sent after its upgrade request put back in front.
+pub(crate) struct Upgraded(Box<dyn Stream>);
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+impl Upgraded {
+    /// `io` after the 101 was written; `read` is what had been read of it
+    /// beyond the request.
+    pub(crate) fn new<IO>(io: IO, read: Bytes) -> Self
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Upgraded(Box::new(Rewind::new(io, read)))
+    }
+}
+
+/// How a request that may switch protocols gets its client connection once
+/// the 101 has been written: put in the request's extensions by the
+/// HTTP/1 server (http1/server.rs), taken by the handler. Extensions must
+/// be `Clone`; the one receiver goes to whoever takes it first.
+#[derive(Clone)]
+pub(crate) struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl ClientUpgrade {
+    pub(crate) fn new(rx: oneshot::Receiver<Upgraded>) -> Self {
+        ClientUpgrade(Arc::new(Mutex::new(Some(rx))))
+    }
+
+    fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
 
 /// The `Upgrade` value to pass on when `req` asks to switch protocols in a
 /// way weir relays; `None` means the request is forwarded as plain HTTP.
@@ -83,10 +122,23 @@ pub(crate) fn restore(headers: &mut HeaderMap, upgrade: HeaderValue) {
 /// Relays bytes between the client and the upstream once both connections
 /// have switched protocols, until one side closes or nothing moves for
 /// `idle`. Counted in `weir_upgraded_connections` while it runs.
-pub(crate) async fn relay(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, open: IntGauge) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
+pub(crate) async fn relay(
+    client: ClientUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    open: IntGauge,
+) {
+    let Some(client) = client.take() else {
+        return;
+    };
+    let (client, upstream) = tokio::join!(client, upstream);
+    let (client, upstream) = match (client, upstream) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(_), _) => {
+            tracing::debug!("The client's connection was not handed over.");
+            return;
+        }
+        (_, Err(e)) => {
             tracing::debug!(error = %e, "Protocol upgrade did not complete.");
             return;
         }
@@ -94,7 +146,7 @@ pub(crate) async fn relay(client: OnUpgrade, upstream: OnUpgrade, idle: Duration
     open.inc();
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let client = Activity::new(TokioIo::new(client), epoch, last.clone());
+    let client = Activity::new(client, epoch, last.clone());
     let upstream = Activity::new(TokioIo::new(upstream), epoch, last.clone());
     let (mut from_client, mut to_client) = tokio::io::split(client);
     let (mut from_upstream, mut to_upstream) = tokio::io::split(upstream);
@@ -134,6 +186,34 @@ where
             }
         }
         Err(e) => tracing::debug!(side, error = %e, "Upgraded connection failed."),
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

@@ -21,8 +21,8 @@
 //! framing: `Transfer-Encoding: chunked` alone, or one `Content-Length`
 //! value (repeated identically at most), or the body runs to the close.
 //! A response with both, or with another transfer coding, is refused rather
-//! than passed on in a form the client could frame differently. Chunk-size
-//! lines accept hex digits and well-formed extensions only.
+//! than passed on in a form the client could frame differently. Bodies are
+//! decoded by decode.rs, the same strict decoder as client request bodies.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -30,21 +30,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version, request, response};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::decode::{Decoded, Decoder};
+use crate::headers::{CONNECTION_AT, Known, TRANSFER_ENCODING_AT};
+
 /// Response heads larger than this are refused (hyper's client allows
 /// about 400 KB; nginx's default `proxy_buffer_size` is 4–8 KB).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
-/// Header fields in a response head or a trailer section.
+/// Header fields in a response head.
 const MAX_FIELDS: usize = 128;
-/// A chunk-size line, extensions included.
-const MAX_CHUNK_LINE: usize = 4096;
-/// A trailer section.
-const MAX_TRAILERS: usize = 16 * 1024;
 /// Interim (1xx) responses skipped before the final one.
 const MAX_INTERIM: usize = 8;
 /// Space made in the read buffer before each read.
@@ -92,6 +91,10 @@ pub(crate) struct Conn {
     tcp: TcpStream,
     /// Bytes read and not yet consumed; empty between exchanges.
     buf: BytesMut,
+    /// The next request head, written by [`Conn::encode`]; its memory is
+    /// reused by every request on the connection.
+    head: Vec<u8>,
+    scratch: Scratch,
 }
 
 impl Conn {
@@ -99,7 +102,15 @@ impl Conn {
         Conn {
             tcp,
             buf: BytesMut::new(),
+            head: Vec::new(),
+            scratch: Vec::new(),
         }
+    }
+
+    /// Writes the head of the request to send next.
+    pub(crate) fn encode(&mut self, parts: &request::Parts) {
+        self.head.clear();
+        encode_request(parts, &mut self.head);
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -132,16 +143,16 @@ impl Conn {
 }
 
 /// The request head as written on the wire: origin-form target, HTTP/1.1,
-/// header fields as they are (hyper's server and the http crate have
+/// header fields as they are (weir's server and the http crate have
 /// already validated every name and value).
-pub(crate) fn encode_request(parts: &request::Parts) -> Vec<u8> {
+pub(crate) fn encode_request(parts: &request::Parts, head: &mut Vec<u8>) {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let fields: usize = parts
         .headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut head = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 16);
+    head.reserve(parts.method.as_str().len() + target.len() + fields + 16);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
@@ -153,7 +164,6 @@ pub(crate) fn encode_request(parts: &request::Parts) -> Vec<u8> {
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// A response's body, as far as the exchange got.
@@ -165,20 +175,19 @@ pub(crate) enum Answer {
     Streaming(Reader),
 }
 
-/// Writes `head` on `conn` and reads the response head, skipping interim
-/// (1xx) responses. `method` decides whether a body follows (HEAD).
+/// Writes the head encoded on `conn` and reads the response head, skipping
+/// interim (1xx) responses. `method` decides whether a body follows (HEAD).
 pub(crate) async fn exchange(
     mut conn: Conn,
-    head: &[u8],
     method: &Method,
 ) -> Result<(response::Parts, Answer), Error> {
-    conn.tcp.write_all(head).await.map_err(Error::Write)?;
+    conn.tcp.write_all(&conn.head).await.map_err(Error::Write)?;
     let mut interim = 0;
     let mut answered = false;
     let parsed = loop {
         if !conn.buf.is_empty() {
             answered = true;
-            match parse_head(&mut conn.buf, method)? {
+            match parse_head(&mut conn.buf, method, &mut conn.scratch)? {
                 // Nothing asked to switch protocols (upgrades do not come
                 // this way).
                 Some(h) if h.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
@@ -210,26 +219,21 @@ pub(crate) async fn exchange(
         parts,
         framing,
         keep_alive,
+        body,
     } = parsed;
-    let answer = match framing {
-        Framing::Length(0) => Answer::Whole(Bytes::new(), reusable(conn, keep_alive)),
-        Framing::Length(n) if conn.buf.len() as u64 >= n => {
-            // Whole: n fits in usize as it is at most the buffer's length.
-            let n = n as usize;
-            let body = if n <= COPY_BODY {
-                let body = Bytes::copy_from_slice(&conn.buf[..n]);
-                conn.buf.advance(n);
-                body
-            } else {
-                conn.buf.split_to(n).freeze()
-            };
+    let answer = match (framing, body) {
+        (_, Some(body)) => Answer::Whole(body, reusable(conn, keep_alive)),
+        (Framing::Length(n), None) if conn.buf.len() as u64 >= n => {
+            // Whole, and too large to copy: n fits in usize as it is at
+            // most the buffer's length.
+            let body = conn.buf.split_to(n as usize).freeze();
             Answer::Whole(body, reusable(conn, keep_alive))
         }
-        framing => Answer::Streaming(Reader {
+        (framing, None) => Answer::Streaming(Reader {
             conn,
             decoder: match framing {
-                Framing::Length(n) => Decoder::Length(n),
-                Framing::Chunked => Decoder::Chunked(Chunked::Size),
+                Framing::Length(n) => Decoder::length(n),
+                Framing::Chunked => Decoder::chunked(),
                 Framing::Close => Decoder::Close,
             },
             keep_alive,
@@ -264,11 +268,32 @@ pub(crate) struct Head {
     parts: response::Parts,
     framing: Framing,
     keep_alive: bool,
+    /// The whole body, when it arrived with the head and is small enough
+    /// to share the head's copy.
+    body: Option<Bytes>,
 }
 
+/// Fields weir adds to a response on its way to the client (request id,
+/// rate-limit fields, HSTS): room for them from the start, so the map does
+/// not grow.
+const ADDED_FIELDS: usize = 4;
+
+/// A field's name, what weir makes of it, and where its value sits in the
+/// head: kept between recognising the fields (which borrows the read
+/// buffer) and building the map (which shares the head's copy). Each
+/// connection keeps one list and reuses it.
+pub(crate) type Scratch = Vec<(HeaderName, Known, usize, usize)>;
+
 /// Parses a response head at the start of `buf` and consumes it; `None`
-/// while it is incomplete.
-pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+/// while it is incomplete. A body that arrived whole with the head and is
+/// at most [`COPY_BODY`] long is consumed too, in the head's copy. The
+/// header map comes without hop-by-hop fields (RFC 9110 §7.6.1), nor the
+/// fields `Connection` names.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    scratch: &mut Scratch,
+) -> Result<Option<Head>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
@@ -295,23 +320,43 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Values share one copy of the head instead of one allocation each:
-    // a field's offset in `buf` is its offset in the copy.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let mut facts = Fields::default();
+    scratch.clear();
     for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let (name, known) = super::field_name(field.name.as_bytes())
             .map_err(|_| Error::Invalid("invalid header name"))?;
+        facts.note(known, field.value);
         let start = field.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
+        scratch.push((name, known, start, field.value.len()));
+    }
+    let framing = facts.framing(status, method)?;
+    let keep_alive = version == Version::HTTP_11 && framing != Framing::Close && !facts.close;
+    // Values share one copy of the head (and of a small body that came
+    // with it) instead of one allocation each: a field's offset in `buf`
+    // is its offset in the copy.
+    let body_len = match framing {
+        Framing::Length(n) if n as usize <= COPY_BODY && buf.len() - len >= n as usize => {
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    let copy = Bytes::copy_from_slice(&buf[..len + body_len.unwrap_or(0)]);
+    let mut headers = HeaderMap::with_capacity(scratch.len() + ADDED_FIELDS);
+    for (name, known, start, len) in scratch.drain(..) {
+        // Hop-by-hop fields stop here (the map never holds them) unless
+        // `Connection` names others, which the general strip below finds.
+        if matches!(known, Known::HopByHop(_)) && !facts.names_fields {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(copy.slice(start..start + len))
             .map_err(|_| Error::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
-    buf.advance(len);
-    let framing = framing(&headers, status, method)?;
-    let keep_alive = version == Version::HTTP_11
-        && framing != Framing::Close
-        && !crate::headers::has_token(&headers, CONNECTION, "close");
+    if facts.names_fields {
+        crate::headers::strip_hop_by_hop(&mut headers);
+    }
+    buf.advance(copy.len());
+    let body = body_len.map(|_| copy.slice(len..));
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -320,45 +365,86 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         parts,
         framing,
         keep_alive,
+        body,
     }))
 }
 
-/// How the body is delimited (RFC 9112 §6.3), refusing ambiguity.
-fn framing(headers: &HeaderMap, status: StatusCode, method: &Method) -> Result<Framing, Error> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Length(0));
-    }
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
-    let has_length = headers.contains_key(CONTENT_LENGTH);
-    if let Some(coding) = te.next() {
-        if has_length {
-            return Err(Error::Invalid("both Transfer-Encoding and Content-Length"));
-        }
-        if te.next().is_some() || !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Err(Error::Invalid("transfer coding other than chunked"));
-        }
-        return Ok(Framing::Chunked);
-    }
-    if !has_length {
-        return Ok(Framing::Close);
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let n = decimal(item.trim_ascii()).ok_or(Error::Invalid("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("conflicting Content-Length values"));
+/// What a response's fields say of its framing and its connection,
+/// gathered while its names are recognised.
+#[derive(Default)]
+struct Fields {
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection` names fields other than its own options.
+    names_fields: bool,
+    codings: u32,
+    chunked: bool,
+    lengths: bool,
+    length: Option<u64>,
+    /// Why the `Content-Length` fields cannot be used, if they cannot:
+    /// an error only for a response that has a body.
+    bad_length: Option<&'static str>,
+}
+
+impl Fields {
+    fn note(&mut self, known: Known, value: &[u8]) {
+        match known {
+            Known::ContentLength => {
+                self.lengths = true;
+                for item in value.split(|b| *b == b',') {
+                    let Some(n) = decimal(item.trim_ascii()) else {
+                        self.bad_length = Some("invalid Content-Length");
+                        continue;
+                    };
+                    if self.length.is_some_and(|l| l != n) {
+                        self.bad_length = Some("conflicting Content-Length values");
+                    }
+                    self.length = Some(n);
+                }
             }
-            length = Some(n);
+            Known::HopByHop(TRANSFER_ENCODING_AT) => {
+                self.codings += 1;
+                self.chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            Known::HopByHop(CONNECTION_AT) => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.names_fields = true;
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    length
-        .map(Framing::Length)
-        .ok_or(Error::Invalid("invalid Content-Length"))
+
+    /// How the body is delimited (RFC 9112 §6.3), refusing ambiguity.
+    fn framing(&self, status: StatusCode, method: &Method) -> Result<Framing, Error> {
+        Ok(
+            if method == Method::HEAD
+                || status.is_informational()
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                Framing::Length(0)
+            } else if self.codings > 0 {
+                if self.lengths {
+                    return Err(Error::Invalid("both Transfer-Encoding and Content-Length"));
+                }
+                if self.codings > 1 || !self.chunked {
+                    return Err(Error::Invalid("transfer coding other than chunked"));
+                }
+                Framing::Chunked
+            } else if let Some(why) = self.bad_length {
+                return Err(Error::Invalid(why));
+            } else if let Some(n) = self.length {
+                Framing::Length(n)
+            } else {
+                Framing::Close
+            },
+        )
+    }
 }
 
 /// A non-negative decimal without sign, as Content-Length allows.
@@ -376,25 +462,6 @@ pub(crate) struct Reader {
     keep_alive: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decoder {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunked),
-    /// Until the upstream closes.
-    Close,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    Size,
-    Data(u64),
-    /// The CRLF after chunk data.
-    DataEnd,
-    Trailers,
-}
-
 impl Reader {
     /// The next data or trailers frame; `None` once the body has ended.
     pub(crate) fn poll_frame(
@@ -402,71 +469,15 @@ impl Reader {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         loop {
-            let buf = &mut self.conn.buf;
-            match self.decoder {
-                Decoder::Done => return Poll::Ready(None),
-                Decoder::Length(left) | Decoder::Chunked(Chunked::Data(left))
-                    if !buf.is_empty() =>
-                {
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(take).freeze();
-                    let left = left - take as u64;
-                    self.decoder = match self.decoder {
-                        Decoder::Length(_) if left == 0 => Decoder::Done,
-                        Decoder::Length(_) => Decoder::Length(left),
-                        _ if left == 0 => Decoder::Chunked(Chunked::DataEnd),
-                        _ => Decoder::Chunked(Chunked::Data(left)),
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Decoder::Close if !buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
-                }
-                Decoder::Chunked(Chunked::Size) => match chunk_size(buf) {
-                    Ok(Some((line, 0))) => {
-                        buf.advance(line);
-                        self.decoder = Decoder::Chunked(Chunked::Trailers);
-                        continue;
-                    }
-                    Ok(Some((line, size))) => {
-                        buf.advance(line);
-                        self.decoder = Decoder::Chunked(Chunked::Data(size));
-                        continue;
-                    }
-                    Ok(None) if buf.len() > MAX_CHUNK_LINE => {
-                        return self.fail(Error::Invalid("chunk-size line too long"));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return self.fail(e),
-                },
-                Decoder::Chunked(Chunked::DataEnd) if buf.len() >= 2 => {
-                    if &buf[..2] != b"\r\n" {
-                        return self.fail(Error::Invalid("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    self.decoder = Decoder::Chunked(Chunked::Size);
-                    continue;
-                }
-                Decoder::Chunked(Chunked::Trailers) => match trailers(buf) {
-                    Ok(Some(fields)) => {
-                        self.decoder = Decoder::Done;
-                        if fields.is_empty() {
-                            return Poll::Ready(None);
-                        }
-                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
-                    }
-                    Ok(None) if buf.len() > MAX_TRAILERS => {
-                        return self.fail(Error::Invalid("trailer section too large"));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return self.fail(e),
-                },
-                _ => {}
+            match self.decoder.decode(&mut self.conn.buf) {
+                Ok(Decoded::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+                Err(why) => return self.fail(Error::Invalid(why)),
             }
-            // More bytes are needed.
             match ready!(self.conn.poll_fill(cx)) {
-                Ok(0) if self.decoder == Decoder::Close => {
-                    self.decoder = Decoder::Done;
+                Ok(0) if self.decoder.closed() => {
+                    // Delimited by the close: whole, but not reusable.
                     self.keep_alive = false;
                     return Poll::Ready(None);
                 }
@@ -485,98 +496,22 @@ impl Reader {
 
     /// Whether the body has ended.
     pub(crate) fn is_end_stream(&self) -> bool {
-        self.decoder == Decoder::Done
+        self.decoder.is_done()
     }
 
     /// What is known of the body's remaining length.
     pub(crate) fn size_hint(&self) -> SizeHint {
-        match self.decoder {
-            Decoder::Length(n) => SizeHint::with_exact(n),
-            Decoder::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.decoder.size_hint()
     }
 
     /// The connection, if the body ended cleanly and it may carry another
     /// request.
     pub(crate) fn into_reusable(self) -> Option<Conn> {
-        if self.decoder != Decoder::Done {
+        if !self.decoder.is_done() {
             return None;
         }
         reusable(self.conn, self.keep_alive)
     }
-}
-
-/// A chunk-size line at the start of `buf`: its length with CRLF and the
-/// size. Strict (RFC 9112 §7.1): hex digits, then optional extensions of
-/// visible characters, spaces and tabs; no sign, no bare LF. The request
-/// side's tracker (framing.rs) reads chunk sizes more leniently on purpose:
-/// it must follow whatever hyper's server accepts, or a line hyper takes
-/// could switch the tracker off.
-fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
-    let Some(cr) = buf.iter().position(|b| *b == b'\r') else {
-        if buf.contains(&b'\n') {
-            return Err(Error::Invalid("bare LF in chunk-size line"));
-        }
-        return Ok(None);
-    };
-    match buf.get(cr + 1) {
-        None => return Ok(None),
-        Some(b'\n') => {}
-        Some(_) => return Err(Error::Invalid("bare CR in chunk-size line")),
-    }
-    let line = &buf[..cr];
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let (hex, rest) = line.split_at(digits);
-    if hex.is_empty() || hex.len() > 15 {
-        return Err(Error::Invalid("invalid chunk size"));
-    }
-    let ext = rest.trim_ascii_start();
-    // Whitespace may follow the digits (some servers pad them); anything
-    // else must start an extension.
-    if !(ext.is_empty() || ext[0] == b';') {
-        return Err(Error::Invalid("invalid chunk size"));
-    }
-    if ext
-        .iter()
-        .any(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t' || *b >= 0x80))
-    {
-        return Err(Error::Invalid("invalid chunk extension"));
-    }
-    let size = hex
-        .iter()
-        .try_fold(0u64, |n, d| {
-            let d = (*d as char).to_digit(16)?;
-            n.checked_mul(16)?.checked_add(u64::from(d))
-        })
-        .ok_or(Error::Invalid("invalid chunk size"))?;
-    Ok(Some((cr + 2, size)))
-}
-
-/// The trailer section at the start of `buf`, consumed; `None` while it is
-/// incomplete.
-fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; 32];
-    let (len, map) = match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((len, fields))) => {
-            let mut map = HeaderMap::with_capacity(fields.len());
-            for field in fields {
-                let name = HeaderName::from_bytes(field.name.as_bytes())
-                    .map_err(|_| Error::Invalid("invalid trailer name"))?;
-                let value = HeaderValue::from_bytes(field.value)
-                    .map_err(|_| Error::Invalid("invalid trailer value"))?;
-                map.append(name, value);
-            }
-            (len, map)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Error::Invalid("malformed trailer section")),
-    };
-    buf.advance(len);
-    Ok(Some(map))
 }
 
 #[cfg(test)]
@@ -653,7 +588,9 @@ pub(crate) mod tests {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let mut parts = get("/p?q=1");
         parts.method = method.clone();
-        let (parts, answer) = exchange(Conn::new(tcp), &encode_request(&parts), &method).await?;
+        let mut conn = Conn::new(tcp);
+        conn.encode(&parts);
+        let (parts, answer) = exchange(conn, &method).await?;
         match answer {
             Answer::Whole(body, conn) => Ok(Got {
                 parts,
@@ -884,9 +821,9 @@ pub(crate) mod tests {
         )
         .await;
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let (_, answer) = exchange(Conn::new(tcp), &encode_request(&get("/")), &Method::GET)
-            .await
-            .expect("answer");
+        let mut conn = Conn::new(tcp);
+        conn.encode(&get("/"));
+        let (_, answer) = exchange(conn, &Method::GET).await.expect("answer");
         let Answer::Whole(_, Some(conn)) = answer else {
             panic!("whole body, connection returned");
         };
@@ -906,30 +843,5 @@ pub(crate) mod tests {
         }
         // The turns that delivered that close left the open one alone.
         assert!(open.is_quiet(), "an open idle connection is quiet");
-    }
-
-    #[test]
-    fn chunk_size_lines() {
-        assert_eq!(chunk_size(b"1a\r\n").ok().flatten(), Some((4, 26)));
-        assert_eq!(
-            chunk_size(b"1A;x=\"y z\"\r\nrest").ok().flatten(),
-            Some((12, 26))
-        );
-        assert_eq!(chunk_size(b"0 ;x\r\n").ok().flatten(), Some((6, 0)));
-        assert_eq!(chunk_size(b"1a").ok().flatten(), None, "incomplete");
-        assert_eq!(chunk_size(b"1a\r").ok().flatten(), None, "incomplete");
-        for bad in [
-            &b"\r\n"[..],
-            b"+1\r\n",
-            b"-1\r\n",
-            b"0x1\r\n",
-            b"1 2\r\n",
-            b"1\n",
-            b"1\rx\n",
-            b"1;\x01\r\n",
-            b"1000000000000000\r\n",
-        ] {
-            assert!(chunk_size(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
     }
 }
