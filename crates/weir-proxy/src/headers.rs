@@ -40,6 +40,8 @@ pub(crate) enum Known {
     Cookie,
     RequestId,
     ForwardedFor,
+    /// `X-Real-IP`, `X-Forwarded-Proto` or `X-Forwarded-Host`.
+    ForwardedOther,
     ContentLength,
     Expect,
     Other,
@@ -68,6 +70,7 @@ impl Known {
             "cookie" => Known::Cookie,
             "x-request-id" => Known::RequestId,
             "x-forwarded-for" => Known::ForwardedFor,
+            "x-real-ip" | "x-forwarded-proto" | "x-forwarded-host" => Known::ForwardedOther,
             "content-length" => Known::ContentLength,
             "expect" => Known::Expect,
             _ => Known::Other,
@@ -87,6 +90,8 @@ pub(crate) struct Present {
     pub(crate) request_id: bool,
     /// `X-Forwarded-For`.
     pub(crate) forwarded_for: bool,
+    /// `X-Real-IP`, `X-Forwarded-Proto` or `X-Forwarded-Host`.
+    pub(crate) forwarded_other: bool,
     /// `Host` fields (2 means two or more).
     pub(crate) hosts: u8,
     /// `Cookie` fields (2 means two or more).
@@ -111,6 +116,7 @@ impl Present {
             Known::Cookie => self.cookies = (self.cookies + 1).min(2),
             Known::RequestId => self.request_id = true,
             Known::ForwardedFor => self.forwarded_for = true,
+            Known::ForwardedOther => self.forwarded_other = true,
             Known::ContentLength | Known::Expect | Known::Other => {}
         }
     }
@@ -180,37 +186,99 @@ pub(crate) fn has_token_value(value: &HeaderValue, token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `X-Real-IP`,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`. `peer` is the client address
-/// as a header value, formatted once per connection.
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    present: Present,
-    peer: &HeaderValue,
+/// The fields weir sets on every request it forwards: `X-Forwarded-For`
+/// (the client's list with the peer appended), `X-Real-IP`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Request-Id`. They are
+/// kept beside the request rather than in its header map: the in-task
+/// HTTP/1.1 exchange, the common one, writes them straight into the
+/// request head ([`Forwarded::encode`]), with no hashing, and the other
+/// exchanges put them in the map ([`Forwarded::apply`]).
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    forwarded_for: HeaderValue,
+    real_ip: HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
-) {
-    let prior = if present.forwarded_for {
-        headers.get(&X_FORWARDED_FOR)
-    } else {
-        None
-    };
-    let xff = match prior {
-        Some(prior) if !prior.as_bytes().trim_ascii().is_empty() => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + peer.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.as_bytes());
-            // Both parts are valid header values and ", " is too.
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.clone())
+    request_id: HeaderValue,
+}
+
+impl Forwarded {
+    /// The fields for a request with `headers` (`present`: what they
+    /// hold). Copies the client sent are taken out of the map: weir's
+    /// replace them (the client's `X-Forwarded-For` is extended). `peer` is
+    /// the client address as a header value, formatted once per
+    /// connection.
+    pub(crate) fn new(
+        headers: &mut HeaderMap,
+        present: Present,
+        peer: &HeaderValue,
+        proto: &'static str,
+        host: Option<HeaderValue>,
+        request_id: HeaderValue,
+    ) -> Self {
+        let mut forwarded_for = peer.clone();
+        if present.forwarded_for {
+            // Several lines make one list (RFC 9110 §5.3).
+            let mut list = Vec::new();
+            for prior in headers.get_all(&X_FORWARDED_FOR) {
+                let prior = prior.as_bytes().trim_ascii();
+                if !prior.is_empty() {
+                    list.extend_from_slice(prior);
+                    list.extend_from_slice(b", ");
+                }
+            }
+            if !list.is_empty() {
+                list.extend_from_slice(peer.as_bytes());
+                // Valid values joined by ", " are a valid value.
+                forwarded_for = HeaderValue::from_bytes(&list).unwrap_or_else(|_| peer.clone());
+            }
+            headers.remove(&X_FORWARDED_FOR);
         }
-        _ => peer.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_REAL_IP.clone(), peer.clone());
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+        if present.forwarded_other {
+            headers.remove(&X_REAL_IP);
+            headers.remove(&X_FORWARDED_PROTO);
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        if present.request_id {
+            headers.remove(&X_REQUEST_ID);
+        }
+        Forwarded {
+            forwarded_for,
+            real_ip: peer.clone(),
+            proto,
+            host,
+            request_id,
+        }
+    }
+
+    /// Puts the fields in `headers`.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR.clone(), self.forwarded_for.clone());
+        headers.insert(X_REAL_IP.clone(), self.real_ip.clone());
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.proto),
+        );
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+    }
+
+    /// Writes the fields as HTTP/1 field lines.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let mut line = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        line(b"x-forwarded-for: ", self.forwarded_for.as_bytes());
+        line(b"x-real-ip: ", self.real_ip.as_bytes());
+        line(b"x-forwarded-proto: ", self.proto.as_bytes());
+        if let Some(host) = &self.host {
+            line(b"x-forwarded-host: ", host.as_bytes());
+        }
+        line(b"x-request-id: ", self.request_id.as_bytes());
     }
 }
 
@@ -365,13 +433,15 @@ mod tests {
         h.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h);
         let present = Present::scan(&h);
-        set_forwarded(
+        Forwarded::new(
             &mut h,
             present,
             &peer_value("10.0.0.1".parse().unwrap()),
             "http",
             None,
-        );
+            HeaderValue::from_static("id"),
+        )
+        .apply(&mut h);
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("te").is_none());
@@ -380,18 +450,38 @@ mod tests {
     }
 
     #[test]
-    fn xff_appends() {
+    fn forwarding_fields_replace_the_clients_and_extend_its_list() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
         let present = Present::scan(&h);
-        set_forwarded(
+        let fwd = Forwarded::new(
             &mut h,
             present,
             &peer_value("10.0.0.1".parse().unwrap()),
-            "http",
-            None,
+            "https",
+            Some(HeaderValue::from_static("shop")),
+            HeaderValue::from_static("abc"),
         );
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.0.0.1");
+        assert_eq!(h.len(), 1, "only accept is left: {h:?}");
+        let mut wire = Vec::new();
+        fwd.encode(&mut wire);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\nx-real-ip: 10.0.0.1\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: shop\r\nx-request-id: abc\r\n"
+        );
+        fwd.apply(&mut h);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-real-ip"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h.len(), 6);
     }
 
     #[test]

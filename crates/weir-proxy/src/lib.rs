@@ -65,7 +65,7 @@ pub use request_body::ClientBody;
 pub use server::{Listener, serve};
 
 pub use crate::cidr::Cidr;
-use crate::headers::{RequestIds, X_REQUEST_ID};
+use crate::headers::RequestIds;
 use crate::metrics::{NO_ROUTE, UpstreamErrorKind};
 use crate::normalize::normalize_path;
 use crate::respond::error;
@@ -109,8 +109,10 @@ pub mod bench {
             false,
         );
         let mut close = false;
+        let id = http::HeaderValue::from_static("6bb4c7e6a21936820000000000000000");
         crate::http1::response::encode_head(
             parts,
+            &id,
             hyper::body::SizeHint::with_exact(3),
             to,
             &mut close,
@@ -147,6 +149,15 @@ fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) ->
 
 /// Response body: the upstream's, streamed, or one of weir's own.
 pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
+
+/// The handler's answer to a request: the response, and the request id
+/// the server sends with it in `X-Request-Id` (written straight into an
+/// HTTP/1 head, or put in an HTTP/2 response's map), replacing any the
+/// upstream sent.
+pub(crate) struct Answer {
+    pub(crate) response: Response<access_log::Logged<Body>>,
+    pub(crate) request_id: HeaderValue,
+}
 
 /// Limits and timeouts of the data plane.
 #[derive(Clone, Debug)]
@@ -376,7 +387,7 @@ impl Proxy {
         req: Request<ClientBody>,
         present: headers::Present,
         conn: &ConnInfo,
-    ) -> Response<access_log::Logged<Body>> {
+    ) -> Answer {
         let start = Instant::now();
         // Ends with the response body, or here if the request is abandoned.
         let in_flight = conn.idle.as_ref().map(|clock| clock.start());
@@ -415,24 +426,24 @@ impl Proxy {
         let record = arrival.and_then(|arrival| {
             access_log::Record::new(&self.access_log, arrival, &request_id, status, facts)
         });
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        resp.map(|body| access_log::Logged::new(body, record, in_flight))
+        Answer {
+            response: resp.map(|body| access_log::Logged::new(body, record, in_flight)),
+            request_id,
+        }
     }
 
     /// weir's answer to a request it could not parse (http1/server.rs): a
     /// JSON error with a new request id, counted as unrouted.
-    pub(crate) fn refuse(
-        &self,
-        status: StatusCode,
-        code: &str,
-        message: &str,
-    ) -> Response<access_log::Logged<Body>> {
+    pub(crate) fn refuse(&self, status: StatusCode, code: &str, message: &str) -> Answer {
         let request_id = self
             .ids
             .get(&http::HeaderMap::new(), headers::Present::default());
         self.unrouted.observe(status.as_u16(), 0.0);
-        error(status, code, message, &request_id)
-            .map(|body| access_log::Logged::new(body, None, None))
+        Answer {
+            response: error(status, code, message, &request_id)
+                .map(|body| access_log::Logged::new(body, None, None)),
+            request_id,
+        }
     }
 
     /// The request pipeline. `Err` is an early response from weir itself;
@@ -683,8 +694,14 @@ impl Proxy {
             }
             headers::join_cookies(headers, present);
         }
-        headers::set_forwarded(headers, present, &conn.peer_value, conn.proto, host_value);
-        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        let forwarded = headers::Forwarded::new(
+            headers,
+            present,
+            &conn.peer_value,
+            conn.proto,
+            host_value,
+            request_id.clone(),
+        );
         let client_upgrade = upgrade.map(|(value, on)| {
             upgrade::restore(headers, value);
             on
@@ -698,7 +715,16 @@ impl Proxy {
         // Pinned in place, as within_timeout wants (see there).
         let answered = request_body::within_timeout(
             pin!(send_with_next_upstream(
-                &target, upstream, endpoint, req, upgrading, &mut addr, start
+                &target,
+                upstream,
+                endpoint,
+                Outgoing {
+                    req,
+                    forwarded: &forwarded,
+                    upgrading,
+                    arrived: start,
+                },
+                &mut addr,
             )),
             start,
             target.timeout,
@@ -845,19 +871,34 @@ impl Proxy {
     }
 }
 
-/// Sends `req` to `endpoint` and, while no connection can be made there, to
-/// the upstream's other endpoints, as the route's next-upstream settings
-/// allow. `addr` ends as the endpoint that answered or failed last.
-/// `arrived`: when the request arrived (the pools' clock).
+/// What the request itself brings to [`send_with_next_upstream`].
+struct Outgoing<'a> {
+    req: Request<request_body::RequestBody>,
+    /// The fields weir sets on it.
+    forwarded: &'a headers::Forwarded,
+    /// It asks to switch protocols (upgrade.rs).
+    upgrading: bool,
+    /// When it arrived (the pools' clock).
+    arrived: Instant,
+}
+
+/// Sends a request to `endpoint` and, while no connection can be made
+/// there, to the upstream's other endpoints, as the route's next-upstream
+/// settings allow. `addr` ends as the endpoint that answered or failed
+/// last.
 async fn send_with_next_upstream(
     target: &router::Target,
     upstream: &router::Upstream,
     mut endpoint: &router::Endpoint,
-    mut req: Request<request_body::RequestBody>,
-    upgrading: bool,
+    outgoing: Outgoing<'_>,
     addr: &mut SocketAddr,
-    arrived: Instant,
 ) -> Result<Response<pool::UpstreamBody>, pool::SendError> {
+    let Outgoing {
+        mut req,
+        forwarded,
+        upgrading,
+        arrived,
+    } = outgoing;
     let next_upstream = &target.next_upstream;
     // Endpoints that took no connection; allocated only then.
     let mut tried = Vec::new();
@@ -866,11 +907,16 @@ async fn send_with_next_upstream(
         let sent = if upgrading {
             // Boxed: rare, and not worth carrying in every request's
             // future.
-            Box::pin(endpoint.pool.send_upgrade(req, target.connect_timeout)).await
+            Box::pin(
+                endpoint
+                    .pool
+                    .send_upgrade(req, forwarded, target.connect_timeout),
+            )
+            .await
         } else {
             endpoint
                 .pool
-                .send(req, target.connect_timeout, arrived)
+                .send(req, forwarded, target.connect_timeout, arrived)
                 .await
         };
         let failure = match sent {

@@ -67,6 +67,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
+use crate::headers::Forwarded;
 use crate::http1::client as h1;
 use crate::request_body::RequestBody;
 
@@ -367,9 +368,11 @@ impl EndpointPool {
     /// comes back with the error, untouched.
     /// `now` is the request's arrival, good enough for the idle
     /// connections' ages (a clock read saved per request).
+    /// `forwarded`: the fields weir sets, written with the head.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
+        forwarded: &Forwarded,
         connect_timeout: Option<Duration>,
         now: Instant,
     ) -> Result<Response<UpstreamBody>, Failure> {
@@ -378,17 +381,19 @@ impl EndpointPool {
         // that of its largest branch, carried (and copied) by every
         // request's future.
         if self.protocol.is_h2() {
+            forwarded.apply(req.headers_mut());
             Box::pin(self.send_h2(req, connect_timeout)).await
         } else if self.protocol == UpstreamProtocol::Http && req.body().is_end_stream() {
             // The body is empty: only the head goes.
             let (parts, body) = req.into_parts();
-            self.send_bodiless(parts, connect_timeout, now)
+            self.send_bodiless(parts, forwarded, connect_timeout, now)
                 .await
                 .map_err(|(error, unsent)| Failure {
                     error,
                     unsent: unsent.map(|parts| Request::from_parts(parts, body)),
                 })
         } else {
+            forwarded.apply(req.headers_mut());
             Box::pin(self.send_h1(req, connect_timeout)).await
         }
     }
@@ -405,6 +410,7 @@ impl EndpointPool {
     async fn send_bodiless(
         self: &Arc<Self>,
         parts: http::request::Parts,
+        forwarded: &Forwarded,
         connect_timeout: Option<Duration>,
         now: Instant,
     ) -> Result<Response<UpstreamBody>, (SendError, Option<http::request::Parts>)> {
@@ -417,7 +423,7 @@ impl EndpointPool {
                     Err(e) => return Err((e, Some(parts))),
                 },
             };
-            conn.encode(&parts);
+            conn.encode(&parts, forwarded);
             match h1::exchange(conn, &parts.method).await {
                 Ok((resp, answer)) => {
                     let body = match answer {
@@ -452,9 +458,11 @@ impl EndpointPool {
     /// `Upgrade`); any other answer comes without hop-by-hop fields.
     pub(crate) async fn send_upgrade(
         &self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
+        forwarded: &Forwarded,
         connect_timeout: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, Failure> {
+        forwarded.apply(req.headers_mut());
         let mut sender = match Box::pin(self.connect::<Http1<true>>(connect_timeout)).await {
             Ok(sender) => sender,
             Err(e) => return Err(Failure::unsent(e, req)),
@@ -1004,6 +1012,17 @@ mod tests {
         addr
     }
 
+    fn forwarded() -> Forwarded {
+        Forwarded::new(
+            &mut http::HeaderMap::new(),
+            Default::default(),
+            &http::HeaderValue::from_static("10.0.0.1"),
+            "http",
+            None,
+            http::HeaderValue::from_static("id"),
+        )
+    }
+
     fn request(method: http::Method) -> http::request::Parts {
         Request::builder()
             .method(method)
@@ -1023,7 +1042,12 @@ mod tests {
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         for _ in 0..2 {
             let resp = pool
-                .send_bodiless(request(http::Method::GET), None, Instant::now())
+                .send_bodiless(
+                    request(http::Method::GET),
+                    &forwarded(),
+                    None,
+                    Instant::now(),
+                )
                 .await
                 .expect("answered");
             assert_eq!(resp.status(), 200);
@@ -1046,12 +1070,22 @@ mod tests {
         let addr = closes_after_one(Arc::clone(&log)).await;
         let pool = pools.endpoint(addr, UpstreamProtocol::Http, None);
         let resp = pool
-            .send_bodiless(request(http::Method::POST), None, Instant::now())
+            .send_bodiless(
+                request(http::Method::POST),
+                &forwarded(),
+                None,
+                Instant::now(),
+            )
             .await
             .expect("answered");
         assert_eq!(resp.status(), 200);
         let (err, unsent) = pool
-            .send_bodiless(request(http::Method::POST), None, Instant::now())
+            .send_bodiless(
+                request(http::Method::POST),
+                &forwarded(),
+                None,
+                Instant::now(),
+            )
             .await
             .err()
             .expect("unanswered");

@@ -1,5 +1,6 @@
 //! The one place a failure becomes an HTTP response: a JSON body with a
-//! stable `error` code, a human `message` and the request id.
+//! stable `error` code, a human `message` and the request id. (The
+//! `X-Request-Id` field is written by the server, as on every response.)
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -7,7 +8,6 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::Body;
-use crate::headers::X_REQUEST_ID;
 
 /// Builds the JSON error response.
 pub(crate) fn error(
@@ -23,8 +23,7 @@ pub(crate) fn error(
     });
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
     *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }

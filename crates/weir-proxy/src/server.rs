@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::drain::{Drain, Registration};
-use crate::headers::Present;
+use crate::headers::{Present, X_REQUEST_ID};
 use crate::http1::server::{self as h1, Ended};
 use crate::http2_idle::{self, Graceful, IdleClock};
 use crate::metrics::ClientTimeout;
@@ -202,7 +202,11 @@ async fn serve_http2<IO>(
         async move {
             let present = Present::scan(req.headers());
             let req = req.map(ClientBody::H2);
-            Ok::<_, std::convert::Infallible>(proxy.handle(req, present, &info).await)
+            let answer = proxy.handle(req, present, &info).await;
+            let mut resp = answer.response;
+            resp.headers_mut()
+                .insert(X_REQUEST_ID.clone(), answer.request_id);
+            Ok::<_, std::convert::Infallible>(resp)
         }
     });
     let conn = shared

@@ -29,7 +29,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version, request, response};
 use hyper::body::{Frame, SizeHint};
@@ -37,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::decode::{Decoded, Decoder};
-use crate::headers::{CONNECTION_AT, Known, TRANSFER_ENCODING_AT};
+use crate::headers::{CONNECTION_AT, Forwarded, Known, TRANSFER_ENCODING_AT};
 
 /// Response heads larger than this are refused (hyper's client allows
 /// about 400 KB; nginx's default `proxy_buffer_size` is 4–8 KB).
@@ -48,9 +48,6 @@ const MAX_FIELDS: usize = 128;
 const MAX_INTERIM: usize = 8;
 /// Space made in the read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Whole bodies up to this size are copied out of the read buffer, so the
-/// buffer's memory is reused by the connection's next response.
-const COPY_BODY: usize = 4096;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +104,15 @@ impl Conn {
         }
     }
 
-    /// Writes the head of the request to send next.
-    pub(crate) fn encode(&mut self, parts: &request::Parts) {
+    /// Writes the head of the request to send next, with the fields weir
+    /// sets on every forwarded request.
+    pub(crate) fn encode(&mut self, parts: &request::Parts, forwarded: &Forwarded) {
         self.head.clear();
         encode_request(parts, &mut self.head);
+        // The head's end, where weir's fields go.
+        self.head.truncate(self.head.len() - 2);
+        forwarded.encode(&mut self.head);
+        self.head.extend_from_slice(b"\r\n");
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -223,12 +225,6 @@ pub(crate) async fn exchange(
     } = parsed;
     let answer = match (framing, body) {
         (_, Some(body)) => Answer::Whole(body, reusable(conn, keep_alive)),
-        (Framing::Length(n), None) if conn.buf.len() as u64 >= n => {
-            // Whole, and too large to copy: n fits in usize as it is at
-            // most the buffer's length.
-            let body = conn.buf.split_to(n as usize).freeze();
-            Answer::Whole(body, reusable(conn, keep_alive))
-        }
         (framing, None) => Answer::Streaming(Reader {
             conn,
             decoder: match framing {
@@ -268,8 +264,7 @@ pub(crate) struct Head {
     parts: response::Parts,
     framing: Framing,
     keep_alive: bool,
-    /// The whole body, when it arrived with the head and is small enough
-    /// to share the head's copy.
+    /// The whole body, when it arrived with the head.
     body: Option<Bytes>,
 }
 
@@ -280,13 +275,13 @@ const ADDED_FIELDS: usize = 4;
 
 /// A field's name, what weir makes of it, and where its value sits in the
 /// head: kept between recognising the fields (which borrows the read
-/// buffer) and building the map (which shares the head's copy). Each
+/// buffer) and building the map (which shares the head's memory). Each
 /// connection keeps one list and reuses it.
 pub(crate) type Scratch = Vec<(HeaderName, Known, usize, usize)>;
 
 /// Parses a response head at the start of `buf` and consumes it; `None`
-/// while it is incomplete. A body that arrived whole with the head and is
-/// at most [`COPY_BODY`] long is consumed too, in the head's copy. The
+/// while it is incomplete. A body that arrived whole with the head is
+/// consumed too, and shares the head's memory. The
 /// header map comes without hop-by-hop fields (RFC 9110 §7.6.1), nor the
 /// fields `Connection` names.
 pub(crate) fn parse_head(
@@ -331,16 +326,16 @@ pub(crate) fn parse_head(
     }
     let framing = facts.framing(status, method)?;
     let keep_alive = version == Version::HTTP_11 && framing != Framing::Close && !facts.close;
-    // Values share one copy of the head (and of a small body that came
-    // with it) instead of one allocation each: a field's offset in `buf`
-    // is its offset in the copy.
+    // The head (and a body that came whole with it) is split off the read
+    // buffer, not copied: values share its memory, and the buffer gets the
+    // memory back at a later read, once the response has been written and
+    // let go (Bytes counts the references). A field's offset in `buf` is
+    // its offset in the split.
     let body_len = match framing {
-        Framing::Length(n) if n as usize <= COPY_BODY && buf.len() - len >= n as usize => {
-            Some(n as usize)
-        }
+        Framing::Length(n) if (buf.len() - len) as u64 >= n => Some(n as usize),
         _ => None,
     };
-    let copy = Bytes::copy_from_slice(&buf[..len + body_len.unwrap_or(0)]);
+    let split = buf.split_to(len + body_len.unwrap_or(0)).freeze();
     let mut headers = HeaderMap::with_capacity(scratch.len() + ADDED_FIELDS);
     for (name, known, start, len) in scratch.drain(..) {
         // Hop-by-hop fields stop here (the map never holds them) unless
@@ -348,15 +343,14 @@ pub(crate) fn parse_head(
         if matches!(known, Known::HopByHop(_)) && !facts.names_fields {
             continue;
         }
-        let value = HeaderValue::from_maybe_shared(copy.slice(start..start + len))
+        let value = HeaderValue::from_maybe_shared(split.slice(start..start + len))
             .map_err(|_| Error::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
     if facts.names_fields {
         crate::headers::strip_hop_by_hop(&mut headers);
     }
-    buf.advance(copy.len());
-    let body = body_len.map(|_| copy.slice(len..));
+    let body = body_len.map(|_| split.slice(len..));
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -563,6 +557,17 @@ pub(crate) mod tests {
         (addr, task)
     }
 
+    fn forwarded() -> Forwarded {
+        Forwarded::new(
+            &mut HeaderMap::new(),
+            Default::default(),
+            &HeaderValue::from_static("10.0.0.1"),
+            "http",
+            None,
+            HeaderValue::from_static("r-1"),
+        )
+    }
+
     fn get(target: &str) -> request::Parts {
         let (mut parts, ()) = http::Request::get(target)
             .header("host", "shop.example")
@@ -589,7 +594,7 @@ pub(crate) mod tests {
         let mut parts = get("/p?q=1");
         parts.method = method.clone();
         let mut conn = Conn::new(tcp);
-        conn.encode(&parts);
+        conn.encode(&parts, &forwarded());
         let (parts, answer) = exchange(conn, &method).await?;
         match answer {
             Answer::Whole(body, conn) => Ok(Got {
@@ -641,7 +646,9 @@ pub(crate) mod tests {
         let request = task.await.expect("upstream");
         assert_eq!(
             String::from_utf8_lossy(&request),
-            "GET /p?q=1 HTTP/1.1\r\nhost: shop.example\r\nx-request-id: r-1\r\naccept: */*\r\n\r\n"
+            "GET /p?q=1 HTTP/1.1\r\nhost: shop.example\r\nx-request-id: r-1\r\naccept: */*\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-real-ip: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-request-id: r-1\r\n\r\n"
         );
     }
 
@@ -822,7 +829,7 @@ pub(crate) mod tests {
         .await;
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let mut conn = Conn::new(tcp);
-        conn.encode(&get("/"));
+        conn.encode(&get("/"), &forwarded());
         let (_, answer) = exchange(conn, &Method::GET).await.expect("answer");
         let Answer::Whole(_, Some(conn)) = answer else {
             panic!("whole body, connection returned");

@@ -70,8 +70,8 @@ pub(crate) fn field_name(raw: &[u8]) -> Result<(HeaderName, Known), InvalidHeade
         b"Content-Encoding" | b"content-encoding" => other(header::CONTENT_ENCODING),
         b"Expect" | b"expect" => (header::EXPECT, Known::Expect),
         b"X-Forwarded-For" | b"x-forwarded-for" => (X_FORWARDED_FOR, Known::ForwardedFor),
-        b"X-Forwarded-Proto" | b"x-forwarded-proto" => other(X_FORWARDED_PROTO),
-        b"X-Real-IP" | b"X-Real-Ip" | b"x-real-ip" => other(X_REAL_IP),
+        b"X-Forwarded-Proto" | b"x-forwarded-proto" => (X_FORWARDED_PROTO, Known::ForwardedOther),
+        b"X-Real-IP" | b"X-Real-Ip" | b"x-real-ip" => (X_REAL_IP, Known::ForwardedOther),
         b"X-Request-ID" | b"X-Request-Id" | b"x-request-id" => (X_REQUEST_ID, Known::RequestId),
         _ => {
             let name = HeaderName::from_bytes(raw)?;

@@ -15,9 +15,11 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, HeaderMap, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, HeaderMap, HeaderValue, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version, response};
 use hyper::body::SizeHint;
+
+use crate::headers::X_REQUEST_ID;
 
 /// What the head's encoding needs to know of the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -55,11 +57,13 @@ pub(crate) enum Framing {
 }
 
 /// Writes the status line and fields of `parts` into `out`, framed for a
-/// body of `size`. `close`: the connection ends after this response, so
-/// the head says so; it is set here too when the response's own
-/// `Connection` field or its framing means it. Returns the body framing.
+/// body of `size`, with `request_id` as `X-Request-Id` (replacing any the
+/// map holds). `close`: the connection ends after this response, so the
+/// head says so; it is set here too when the response's own `Connection`
+/// field or its framing means it. Returns the body framing.
 pub(crate) fn encode_head(
     parts: &response::Parts,
+    request_id: &HeaderValue,
     size: SizeHint,
     to: Answering,
     close: &mut bool,
@@ -106,9 +110,12 @@ pub(crate) fn encode_head(
         }
         if *name == DATE {
             date = true;
+        } else if *name == X_REQUEST_ID {
+            continue;
         }
         field(name.as_str().as_bytes(), value.as_bytes(), out);
     }
+    field(b"x-request-id", request_id.as_bytes(), out);
 
     let framing = if bodiless || switching {
         Framing::None
@@ -285,7 +292,14 @@ mod tests {
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
         let mut close = close;
-        let framing = encode_head(&parts, size, to, &mut close, &mut out);
+        let framing = encode_head(
+            &parts,
+            &HeaderValue::from_static("id-1"),
+            size,
+            to,
+            &mut close,
+            &mut out,
+        );
         (String::from_utf8(out).expect("ascii"), framing, close)
     }
 
@@ -301,7 +315,8 @@ mod tests {
         let (text, framing, close) = head(200, &[DATED], SizeHint::with_exact(2), GET11, false);
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 10:00:00 GMT\r\ncontent-length: 2\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 10:00:00 GMT\r\nx-request-id: id-1\r\n\
+             content-length: 2\r\n\r\n"
         );
         assert_eq!((framing, close), (Framing::Length(2), false));
         let (text, framing, _) = head(
@@ -360,7 +375,11 @@ mod tests {
     fn weir_owns_the_connection_field_and_dates_every_answer() {
         let (text, _, close) = head(
             413,
-            &[("connection", "close"), ("transfer-encoding", "chunked")],
+            &[
+                ("connection", "close"),
+                ("transfer-encoding", "chunked"),
+                ("x-request-id", "upstream-id"),
+            ],
             SizeHint::with_exact(2),
             GET11,
             false,
@@ -369,6 +388,10 @@ mod tests {
         assert_eq!(text.matches("connection").count(), 1, "{text}");
         assert!(!text.contains("transfer-encoding"), "{text}");
         assert!(text.contains("\r\ndate: "), "{text}");
+        assert!(
+            text.contains("x-request-id: id-1\r\n") && !text.contains("upstream-id"),
+            "weir's id replaces the upstream's: {text}"
+        );
         let (text, framing, close) = head(
             101,
             &[("connection", "upgrade"), ("upgrade", "websocket")],

@@ -53,8 +53,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::UPGRADE;
-use http::{Response, StatusCode, Version};
+use http::{StatusCode, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
@@ -64,10 +63,12 @@ use super::decode::{Decoded, Decoder};
 use super::request::{self, Head, Refusal};
 use super::response::{self, Answering, Framing};
 use crate::drain::{Registration, Signal};
+use crate::headers::Present;
 use crate::metrics::ClientTimeout;
 use crate::request_body::ClientBody;
 use crate::upgrade::{ClientUpgrade, Upgraded};
 use crate::{ConnInfo, Proxy};
+use http::Request;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -157,18 +158,26 @@ where
                 return conn.close(false).await;
             }
             Next::Refused(refusal) => {
-                let resp = proxy.refuse(refusal.status, refusal.code, refusal.message);
+                let answer = proxy.refuse(refusal.status, refusal.code, refusal.message);
                 let to = Answering {
                     head: false,
                     version: Version::HTTP_11,
                     trailers: false,
                 };
-                let _ = conn.answer_only(resp, to).await;
+                let _ = conn.answer_only(answer, to).await;
                 return conn.close(true).await;
             }
         };
-        let exchanged = exchange(&mut conn, head, proxy, info, &signal).await;
-        match exchanged {
+        let (mut exchange, req, present) = Exchange::begin(head);
+        let mut handling = pin!(proxy.handle(req, present, info));
+        let mut writer = None;
+        let answered =
+            poll_fn(|cx| exchange.poll(cx, &mut conn, handling.as_mut(), &mut writer, &signal))
+                .await;
+        // The answer's body (its access-log line) is done with before the
+        // next request.
+        drop(writer);
+        match exchange.finish(&mut conn, answered) {
             Exchanged::KeepAlive => idle_since = Some(Instant::now()),
             Exchanged::Close { linger } => return conn.close(linger).await,
             Exchanged::Switched(upgrade) => {
@@ -316,15 +325,17 @@ where
     }
 
     /// Writes a response of weir's own that answers no parsed request.
-    async fn answer_only(
-        &mut self,
-        resp: Response<crate::access_log::Logged<crate::Body>>,
-        to: Answering,
-    ) -> io::Result<()> {
-        let (parts, body) = resp.into_parts();
+    async fn answer_only(&mut self, answer: crate::Answer, to: Answering) -> io::Result<()> {
+        let (parts, body) = answer.response.into_parts();
         let mut close = true;
-        let framing =
-            response::encode_head(&parts, body.size_hint(), to, &mut close, &mut self.out.buf);
+        let framing = response::encode_head(
+            &parts,
+            &answer.request_id,
+            body.size_hint(),
+            to,
+            &mut close,
+            &mut self.out.buf,
+        );
         let mut writer = Writer::new(body, framing, close, false);
         poll_fn(|cx| writer.poll_write(cx, self)).await.map(|_| ())
     }
@@ -367,69 +378,97 @@ fn too_large(buf: &[u8], limits: &Limits) -> Refusal {
     }
 }
 
-/// One request, from its head to the end of its response.
-async fn exchange<IO>(
-    conn: &mut Conn<IO>,
-    head: Head,
-    proxy: &Proxy,
-    info: &ConnInfo,
-    signal: &Signal<'_>,
-) -> Exchanged
-where
-    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let Head {
-        request,
-        body: framing,
-        keep_alive,
-        expect_continue,
-        trailers,
-        present,
-    } = head;
-    let to = Answering::new(request.method(), request.version(), trailers);
-    let (mut pump, body) = if framing.is_done() {
-        (None, ClientBody::Empty)
-    } else {
-        let (tx, rx) = body::channel(framing.size_hint().exact());
-        let pump = Pump {
-            tx,
-            decoder: framing,
+/// One request, from its head to the end of its response, around the
+/// handler's future. The caller pins that future in its own frame: it is
+/// kilobytes, and every future that held it would be copied whole once
+/// per request (`Exchange::begin`, `poll`, `finish` keep it out).
+struct Exchange {
+    pump: Option<Pump>,
+    keep_alive: bool,
+    to: Answering,
+    /// How the client's connection goes to the relay after a 101.
+    upgrade: Option<tokio::sync::oneshot::Sender<Upgraded>>,
+}
+
+/// What became of the answer: written (and whether the connection closes
+/// after it, and whether it switched protocols), or not (the client left).
+type Answered = Option<(bool, bool)>;
+
+impl Exchange {
+    /// Sets up the exchange for `head`: the request for the handler, its
+    /// body's pump, its upgrade.
+    fn begin(head: Head) -> (Exchange, Request<ClientBody>, Present) {
+        let Head {
+            request,
+            body: framing,
+            keep_alive,
             expect_continue,
-            state: PumpState::Reading,
+            trailers,
+            present,
+        } = head;
+        let to = Answering::new(request.method(), request.version(), trailers);
+        let (pump, body) = if framing.is_done() {
+            (None, ClientBody::Empty)
+        } else {
+            let (tx, rx) = body::channel(framing.size_hint().exact());
+            let pump = Pump {
+                tx,
+                decoder: framing,
+                expect_continue,
+                state: PumpState::Reading,
+            };
+            (Some(pump), ClientBody::H1(rx))
         };
-        (Some(pump), ClientBody::H1(rx))
-    };
-    let mut req = request.map(|()| body);
-    // A request that may switch protocols gets the way to take its
-    // connection over (upgrade.rs); others pay nothing for it.
-    let upgrade = (req.version() == Version::HTTP_11
-        && pump.is_none()
-        && req.headers().contains_key(UPGRADE))
-    .then(|| {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        req.extensions_mut().insert(ClientUpgrade::new(rx));
-        tx
-    });
-    let mut handling = pin!(proxy.handle(req, present, info));
-    let mut writer: Option<Writer<_>> = None;
-    let answered = poll_fn(|cx| {
+        let mut req = request.map(|()| body);
+        // A request that may switch protocols gets the way to take its
+        // connection over (upgrade.rs); others pay nothing for it.
+        let upgrade = (req.version() == Version::HTTP_11 && pump.is_none() && present.upgrade())
+            .then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                req.extensions_mut().insert(ClientUpgrade::new(rx));
+                tx
+            });
+        let exchange = Exchange {
+            pump,
+            keep_alive,
+            to,
+            upgrade,
+        };
+        (exchange, req, present)
+    }
+
+    /// Drives the request body, the handler and then the answer's writing,
+    /// until the answer is written or the client has gone.
+    fn poll<IO, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut Conn<IO>,
+        mut handling: Pin<&mut F>,
+        writer: &mut Option<Writer<crate::access_log::Logged<crate::Body>>>,
+        signal: &Signal<'_>,
+    ) -> Poll<Answered>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        F: std::future::Future<Output = crate::Answer>,
+    {
         loop {
-            if let Some(p) = pump.as_mut() {
+            if let Some(p) = self.pump.as_mut() {
                 p.poll(cx, conn, writer.is_none());
             }
             let Some(w) = writer.as_mut() else {
-                if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
-                    let (parts, body) = resp.into_parts();
-                    let mut close = !keep_alive || signal.is_started();
+                if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+                    let (parts, body) = answer.response.into_parts();
+                    let mut close = !self.keep_alive || signal.is_started();
                     let framing = response::encode_head(
                         &parts,
+                        &answer.request_id,
                         body.size_hint(),
-                        to,
+                        self.to,
                         &mut close,
                         &mut conn.out.buf,
                     );
                     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-                    writer = Some(Writer::new(body, framing, close, switching));
+                    *writer = Some(Writer::new(body, framing, close, switching));
                     continue;
                 }
                 // Bytes for the client (a 100 Continue) go now.
@@ -441,7 +480,7 @@ where
                 // Waiting for the answer: a client that closes (or whose
                 // connection fails) abandons the request, as with nginx
                 // and hyper; pipelined bytes wait in the buffer.
-                if pump.is_none() && conn.rbuf.is_empty() {
+                if self.pump.is_none() && conn.rbuf.is_empty() {
                     match conn.poll_fill(cx, READ_CHUNK) {
                         Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                         Poll::Ready(Ok(_)) | Poll::Pending => {}
@@ -454,24 +493,30 @@ where
                 Err(_) => Poll::Ready(None),
             };
         }
-    })
-    .await;
-    let Some((close, switching)) = answered else {
-        return Exchanged::Aborted;
-    };
-    if switching && let Some(upgrade) = upgrade {
-        return Exchanged::Switched(upgrade);
     }
-    // A request body the answer left unread: what has arrived already is
-    // dropped; if that was all of it, the connection can go on.
-    let unread = match pump.as_mut() {
-        Some(p) => !p.finish_unread(conn),
-        None => false,
-    };
-    if close || unread || switching {
-        Exchanged::Close { linger: unread }
-    } else {
-        Exchanged::KeepAlive
+
+    /// What the connection does next.
+    fn finish<IO>(mut self, conn: &mut Conn<IO>, answered: Answered) -> Exchanged
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some((close, switching)) = answered else {
+            return Exchanged::Aborted;
+        };
+        if switching && let Some(upgrade) = self.upgrade {
+            return Exchanged::Switched(upgrade);
+        }
+        // A request body the answer left unread: what has arrived already
+        // is dropped; if that was all of it, the connection can go on.
+        let unread = match self.pump.as_mut() {
+            Some(p) => !p.finish_unread(conn),
+            None => false,
+        };
+        if close || unread || switching {
+            Exchanged::Close { linger: unread }
+        } else {
+            Exchanged::KeepAlive
+        }
     }
 }
 
