@@ -44,6 +44,9 @@ pub(crate) enum Known {
     ForwardedOther,
     ContentLength,
     Expect,
+    Date,
+    /// `Strict-Transport-Security`.
+    Hsts,
     Other,
 }
 
@@ -55,24 +58,29 @@ pub(crate) const TRANSFER_ENCODING_AT: u8 = 6;
 pub(crate) const UPGRADE_AT: u8 = 7;
 
 impl Known {
-    /// What a lower-case field name is.
-    pub(crate) fn of(name: &str) -> Known {
-        match name {
-            "connection" => Known::HopByHop(CONNECTION_AT),
-            "keep-alive" => Known::HopByHop(1),
-            "proxy-connection" => Known::HopByHop(2),
-            "proxy-authorization" => Known::HopByHop(3),
-            "te" => Known::HopByHop(TE_AT),
-            "trailer" => Known::HopByHop(5),
-            "transfer-encoding" => Known::HopByHop(TRANSFER_ENCODING_AT),
-            "upgrade" => Known::HopByHop(UPGRADE_AT),
-            "host" => Known::Host,
-            "cookie" => Known::Cookie,
-            "x-request-id" => Known::RequestId,
-            "x-forwarded-for" => Known::ForwardedFor,
-            "x-real-ip" | "x-forwarded-proto" | "x-forwarded-host" => Known::ForwardedOther,
-            "content-length" => Known::ContentLength,
-            "expect" => Known::Expect,
+    /// What a field name, in any case, is.
+    pub(crate) fn of(name: &[u8]) -> Known {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            2 if is("te") => Known::HopByHop(TE_AT),
+            4 if is("host") => Known::Host,
+            4 if is("date") => Known::Date,
+            6 if is("cookie") => Known::Cookie,
+            6 if is("expect") => Known::Expect,
+            7 if is("trailer") => Known::HopByHop(5),
+            7 if is("upgrade") => Known::HopByHop(UPGRADE_AT),
+            9 if is("x-real-ip") => Known::ForwardedOther,
+            10 if is("connection") => Known::HopByHop(CONNECTION_AT),
+            10 if is("keep-alive") => Known::HopByHop(1),
+            12 if is("x-request-id") => Known::RequestId,
+            14 if is("content-length") => Known::ContentLength,
+            15 if is("x-forwarded-for") => Known::ForwardedFor,
+            16 if is("proxy-connection") => Known::HopByHop(2),
+            16 if is("x-forwarded-host") => Known::ForwardedOther,
+            17 if is("transfer-encoding") => Known::HopByHop(TRANSFER_ENCODING_AT),
+            17 if is("x-forwarded-proto") => Known::ForwardedOther,
+            19 if is("proxy-authorization") => Known::HopByHop(3),
+            25 if is("strict-transport-security") => Known::Hsts,
             _ => Known::Other,
         }
     }
@@ -103,7 +111,7 @@ impl Present {
     pub(crate) fn scan(headers: &HeaderMap) -> Self {
         let mut p = Present::default();
         for (name, _) in headers {
-            p.note(Known::of(name.as_str()));
+            p.note(Known::of(name.as_str().as_bytes()));
         }
         p
     }
@@ -117,7 +125,7 @@ impl Present {
             Known::RequestId => self.request_id = true,
             Known::ForwardedFor => self.forwarded_for = true,
             Known::ForwardedOther => self.forwarded_other = true,
-            Known::ContentLength | Known::Expect | Known::Other => {}
+            Known::ContentLength | Known::Expect | Known::Date | Known::Hsts | Known::Other => {}
         }
     }
 

@@ -47,7 +47,7 @@ mod upgrade;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ pub mod bench {
     pub fn parse_response_head(head: &[u8]) -> bool {
         let mut buf = bytes::BytesMut::from(head);
         matches!(
-            crate::http1::client::parse_head(&mut buf, &http::Method::GET, &mut Vec::new()),
+            crate::http1::client::parse_head(&mut buf, &http::Method::GET),
             Ok(Some(_))
         )
     }
@@ -112,6 +112,7 @@ pub mod bench {
         let id = http::HeaderValue::from_static("6bb4c7e6a21936820000000000000000");
         crate::http1::response::encode_head(
             parts,
+            None,
             &id,
             hyper::body::SizeHint::with_exact(3),
             to,
@@ -150,12 +151,15 @@ fn https_redirect(host: &str, port: u16, uri: &Uri, request_id: &HeaderValue) ->
 /// Response body: the upstream's, streamed, or one of weir's own.
 pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 
-/// The handler's answer to a request: the response, and the request id
-/// the server sends with it in `X-Request-Id` (written straight into an
-/// HTTP/1 head, or put in an HTTP/2 response's map), replacing any the
-/// upstream sent.
+/// The handler's answer to a request: the response; the upstream's fields
+/// when they travel as they arrived (http1/fields.rs) rather than in the
+/// response's map, which then holds only what weir adds; and the request
+/// id the server sends in `X-Request-Id` (written straight into an HTTP/1
+/// head, or put in an HTTP/2 response's map), replacing any the upstream
+/// sent.
 pub(crate) struct Answer {
     pub(crate) response: Response<access_log::Logged<Body>>,
+    pub(crate) fields: Option<http1::fields::RawFields>,
     pub(crate) request_id: HeaderValue,
 }
 
@@ -382,11 +386,14 @@ impl Proxy {
     /// Handles one request. Never fails: every problem becomes a response.
     /// `present`: which of the fields weir acts on the request carries (the
     /// HTTP/1 parser learns it as it parses).
+    /// `timer`: the timer the route timeout runs on, lent by the caller
+    /// (an HTTP/1 connection's own is idle while a request is in flight).
     pub(crate) async fn handle(
         &self,
         req: Request<ClientBody>,
         present: headers::Present,
         conn: &ConnInfo,
+        timer: Pin<&mut tokio::time::Sleep>,
     ) -> Answer {
         let start = Instant::now();
         // Ends with the response body, or here if the request is abandoned.
@@ -400,13 +407,28 @@ impl Proxy {
         let mut facts = access_log::Facts::default();
         let https = conn.proto == "https";
         let (resp, metrics) = match self
-            .route_and_forward(req, present, conn, &request_id, &mut facts, start)
+            .route_and_forward(
+                req,
+                present,
+                conn,
+                &request_id,
+                &mut facts,
+                request_body::Timing {
+                    arrived: start,
+                    timer,
+                },
+            )
             .await
         {
             Ok((resp, target)) => (resp, Some(target)),
             Err(resp) => (resp, None),
         };
         let mut resp = resp;
+        // An upstream's fields, when they travel as they arrived.
+        let fields = match resp.body_mut() {
+            Either::Left(upstream) => upstream.take_fields(),
+            Either::Right(_) => None,
+        };
         let elapsed = start.elapsed().as_secs_f64();
         let status = resp.status().as_u16();
         match &metrics {
@@ -416,6 +438,7 @@ impl Proxy {
                     && t.hsts
                     && let Some(hsts) = &self.config.hsts
                     && !resp.headers().contains_key(STRICT_TRANSPORT_SECURITY)
+                    && !fields.as_ref().is_some_and(|f| f.has(headers::Known::Hsts))
                 {
                     resp.headers_mut()
                         .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
@@ -428,6 +451,7 @@ impl Proxy {
         });
         Answer {
             response: resp.map(|body| access_log::Logged::new(body, record, in_flight)),
+            fields,
             request_id,
         }
     }
@@ -442,6 +466,7 @@ impl Proxy {
         Answer {
             response: error(status, code, message, &request_id)
                 .map(|body| access_log::Logged::new(body, None, None)),
+            fields: None,
             request_id,
         }
     }
@@ -456,8 +481,9 @@ impl Proxy {
         conn: &ConnInfo,
         request_id: &HeaderValue,
         facts: &mut access_log::Facts,
-        start: Instant,
+        timing: request_body::Timing<'_>,
     ) -> Result<(Response<Body>, Arc<router::Target>), Response<Body>> {
+        let start = timing.arrived;
         let reject = |status, code, msg: &str| error(status, code, msg, request_id);
         check_limits(&req, &self.config).map_err(|(s, c, m)| reject(s, c, m))?;
         let host = request_host(&req, present.hosts)
@@ -726,7 +752,7 @@ impl Proxy {
                 },
                 &mut addr,
             )),
-            start,
+            timing,
             target.timeout,
             target.send_timeout,
             progress.as_deref(),
@@ -1091,20 +1117,25 @@ fn split_host(authority: &str) -> Result<&str, &'static str> {
         };
         (&authority[..end + 2], port)
     } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        // One pass: the name's characters, and where a port begins.
+        let bytes = authority.as_bytes();
+        let mut colon = None;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b':' {
+                colon = Some(i);
+                break;
+            }
+            if !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+                return Err(INVALID);
+            }
+        }
+        match colon {
+            Some(i) => (&authority[..i], Some(&authority[i + 1..])),
             None => (authority, None),
         }
     };
     if let Some(port) = port
         && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(INVALID);
-    }
-    if !host.starts_with('[')
-        && !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
         return Err(INVALID);
     }

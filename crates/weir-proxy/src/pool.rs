@@ -69,6 +69,7 @@ use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 
 use crate::headers::Forwarded;
 use crate::http1::client as h1;
+use crate::http1::fields::RawFields;
 use crate::request_body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
@@ -425,7 +426,7 @@ impl EndpointPool {
             };
             conn.encode(&parts, forwarded);
             match h1::exchange(conn, &parts.method).await {
-                Ok((resp, answer)) => {
+                Ok((resp, fields, answer)) => {
                     let body = match answer {
                         h1::Answer::Whole(body, conn) => {
                             if let Some(conn) = conn {
@@ -438,7 +439,11 @@ impl EndpointPool {
                         }
                         h1::Answer::Streaming(reader) => BodyKind::Streaming(reader, self.clone()),
                     };
-                    return Ok(Response::from_parts(resp, UpstreamBody { kind: body }));
+                    let body = UpstreamBody {
+                        kind: body,
+                        fields: Some(fields),
+                    };
+                    return Ok(Response::from_parts(resp, body));
                 }
                 // Each retry takes another pooled connection, so this ends
                 // at a fresh connection, which is not retried.
@@ -760,6 +765,10 @@ impl Handshake for Http2 {
 /// been read to the end.
 pub struct UpstreamBody {
     kind: BodyKind,
+    /// The response's fields as they arrived (an in-task HTTP/1.1
+    /// exchange), for whoever writes them on; `None` when they are in the
+    /// response's map.
+    fields: Option<RawFields>,
 }
 
 enum BodyKind {
@@ -792,6 +801,7 @@ impl UpstreamBody {
     ) -> Self {
         let mut body = UpstreamBody {
             kind: BodyKind::Hyper { inner, give_back },
+            fields: None,
         };
         // An empty body (HEAD, 204, 304, Content-Length: 0) may never be
         // polled: the connection is free now.
@@ -799,6 +809,12 @@ impl UpstreamBody {
             body.release();
         }
         body
+    }
+
+    /// The response's fields, when they travel as they arrived rather than
+    /// in its map (http1/fields.rs).
+    pub(crate) fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 
     /// The body has ended: its connection, if any and still usable, goes

@@ -16,7 +16,7 @@
 //! `proxy_send_timeout` limit the time between two reads or writes.
 
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
@@ -251,6 +251,12 @@ pub(crate) fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// When a request arrived, and the timer its route timeout runs on.
+pub(crate) struct Timing<'a> {
+    pub(crate) arrived: Instant,
+    pub(crate) timer: Pin<&'a mut tokio::time::Sleep>,
+}
+
 /// Why [`within_timeout`] gave up.
 pub(crate) enum Expired {
     /// The upstream did not answer in time, or stopped taking the body.
@@ -270,10 +276,12 @@ pub(crate) enum Expired {
 ///
 /// `sent` is pinned by the caller: taken by value, the exchange's future
 /// (kilobytes) would be stored twice in this one and copied each time, on
-/// every request (see `Proxy::handle`).
+/// every request (see `Proxy::handle`). The timer is lent by the caller
+/// too (`timing`): an HTTP/1 connection lends its own, idle while a
+/// request is in flight, so a request arms no timer of its own.
 pub(crate) async fn within_timeout<F: Future>(
     mut sent: Pin<&mut F>,
-    arrived: Instant,
+    timing: Timing<'_>,
     timeout: Duration,
     send: Duration,
     progress: Option<&Progress>,
@@ -285,7 +293,8 @@ pub(crate) async fn within_timeout<F: Future>(
     } else {
         timeout
     };
-    let mut timer = pin!(tokio::time::sleep_until(arrived + first));
+    let mut timer = timing.timer;
+    timer.as_mut().reset(timing.arrived + first);
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(out) = sent.as_mut().poll(cx) {
@@ -323,6 +332,15 @@ pub(crate) async fn within_timeout<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
+
+    /// A request arriving now, on `timer`.
+    fn now(timer: Pin<&mut tokio::time::Sleep>) -> Timing<'_> {
+        Timing {
+            arrived: Instant::now(),
+            timer,
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_timeout_runs_from_the_body_end_and_limits_each_pause() {
@@ -333,9 +351,14 @@ mod tests {
         };
         let timed = |progress: Option<Arc<Progress>>, answer: u64| async move {
             let start = Instant::now();
+            let timer = pin!(sleep(S));
+            let timing = Timing {
+                arrived: Instant::now(),
+                timer,
+            };
             let out = within_timeout(
                 pin!(answer_at(answer)),
-                Instant::now(),
+                timing,
                 10 * S,
                 10 * S,
                 progress.as_deref(),
@@ -371,7 +394,7 @@ mod tests {
         p.paused_by_client();
         let out = within_timeout(
             pin!(answer_at(100)),
-            Instant::now(),
+            now(pin!(sleep(S))),
             10 * S,
             3 * S,
             Some(&p),
@@ -385,7 +408,7 @@ mod tests {
         p.frame(false);
         let out = within_timeout(
             pin!(answer_at(100)),
-            Instant::now(),
+            now(pin!(sleep(S))),
             10 * S,
             3 * S,
             Some(&p),

@@ -202,8 +202,12 @@ async fn serve_http2<IO>(
         async move {
             let present = Present::scan(req.headers());
             let req = req.map(ClientBody::H2);
-            let answer = proxy.handle(req, present, &info).await;
+            let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+            let answer = proxy.handle(req, present, &info, timer).await;
             let mut resp = answer.response;
+            if let Some(fields) = answer.fields {
+                fields.append_to(resp.headers_mut());
+            }
             resp.headers_mut()
                 .insert(X_REQUEST_ID.clone(), answer.request_id);
             Ok::<_, std::convert::Infallible>(resp)

@@ -30,13 +30,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Version, request, response};
+use http::{Method, StatusCode, Version, request, response};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::decode::{Decoded, Decoder};
+use super::fields::RawFields;
 use crate::headers::{CONNECTION_AT, Forwarded, Known, TRANSFER_ENCODING_AT};
 
 /// Response heads larger than this are refused (hyper's client allows
@@ -91,7 +91,6 @@ pub(crate) struct Conn {
     /// The next request head, written by [`Conn::encode`]; its memory is
     /// reused by every request on the connection.
     head: Vec<u8>,
-    scratch: Scratch,
 }
 
 impl Conn {
@@ -100,7 +99,6 @@ impl Conn {
             tcp,
             buf: BytesMut::new(),
             head: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -179,17 +177,18 @@ pub(crate) enum Answer {
 
 /// Writes the head encoded on `conn` and reads the response head, skipping
 /// interim (1xx) responses. `method` decides whether a body follows (HEAD).
+/// The response's fields come as they arrived, not in its parts' map.
 pub(crate) async fn exchange(
     mut conn: Conn,
     method: &Method,
-) -> Result<(response::Parts, Answer), Error> {
+) -> Result<(response::Parts, RawFields, Answer), Error> {
     conn.tcp.write_all(&conn.head).await.map_err(Error::Write)?;
     let mut interim = 0;
     let mut answered = false;
     let parsed = loop {
         if !conn.buf.is_empty() {
             answered = true;
-            match parse_head(&mut conn.buf, method, &mut conn.scratch)? {
+            match parse_head(&mut conn.buf, method)? {
                 // Nothing asked to switch protocols (upgrades do not come
                 // this way).
                 Some(h) if h.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
@@ -219,6 +218,7 @@ pub(crate) async fn exchange(
     };
     let Head {
         parts,
+        fields,
         framing,
         keep_alive,
         body,
@@ -235,7 +235,7 @@ pub(crate) async fn exchange(
             keep_alive,
         }),
     };
-    Ok((parts, answer))
+    Ok((parts, fields, answer))
 }
 
 /// `conn` if the response left it able to carry another request: keep-alive
@@ -261,34 +261,21 @@ enum Framing {
 }
 
 pub(crate) struct Head {
+    /// Status and version; the fields are in `fields`.
     parts: response::Parts,
+    fields: RawFields,
     framing: Framing,
     keep_alive: bool,
     /// The whole body, when it arrived with the head.
     body: Option<Bytes>,
 }
 
-/// Fields weir adds to a response on its way to the client (request id,
-/// rate-limit fields, HSTS): room for them from the start, so the map does
-/// not grow.
-const ADDED_FIELDS: usize = 4;
-
-/// A field's name, what weir makes of it, and where its value sits in the
-/// head: kept between recognising the fields (which borrows the read
-/// buffer) and building the map (which shares the head's memory). Each
-/// connection keeps one list and reuses it.
-pub(crate) type Scratch = Vec<(HeaderName, Known, usize, usize)>;
-
 /// Parses a response head at the start of `buf` and consumes it; `None`
 /// while it is incomplete. A body that arrived whole with the head is
-/// consumed too, and shares the head's memory. The
-/// header map comes without hop-by-hop fields (RFC 9110 §7.6.1), nor the
-/// fields `Connection` names.
-pub(crate) fn parse_head(
-    buf: &mut BytesMut,
-    method: &Method,
-    scratch: &mut Scratch,
-) -> Result<Option<Head>, Error> {
+/// consumed too, and shares the head's memory. The fields come as they
+/// arrived (fields.rs), without hop-by-hop fields (RFC 9110 §7.6.1) or the
+/// fields `Connection` names; the head's map is empty.
+pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
@@ -316,51 +303,64 @@ pub(crate) fn parse_head(
         _ => Version::HTTP_10,
     };
     let mut facts = Fields::default();
-    scratch.clear();
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    // Offsets into `buf` are offsets into the split below.
+    let mut raw = RawFields::new(Bytes::new(), response.headers.len());
     for field in response.headers.iter() {
-        let (name, known) = super::field_name(field.name.as_bytes())
-            .map_err(|_| Error::Invalid("invalid header name"))?;
+        let known = Known::of(field.name.as_bytes());
         facts.note(known, field.value);
-        let start = field.value.as_ptr() as usize - base;
-        scratch.push((name, known, start, field.value.len()));
+        if !matches!(known, Known::HopByHop(_)) {
+            raw.push(at(field.name.as_bytes()), at(field.value), known);
+        }
     }
     let framing = facts.framing(status, method)?;
     let keep_alive = version == Version::HTTP_11 && framing != Framing::Close && !facts.close;
+    if facts.names_fields {
+        // `Connection: x-foo` makes x-foo hop-by-hop too (never Host).
+        let named = connection_named(response.headers);
+        raw.retain(&buf[..len], |name| {
+            !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        });
+    }
     // The head (and a body that came whole with it) is split off the read
-    // buffer, not copied: values share its memory, and the buffer gets the
+    // buffer, not copied: fields share its memory, and the buffer gets the
     // memory back at a later read, once the response has been written and
-    // let go (Bytes counts the references). A field's offset in `buf` is
-    // its offset in the split.
+    // let go (Bytes counts the references).
     let body_len = match framing {
         Framing::Length(n) if (buf.len() - len) as u64 >= n => Some(n as usize),
         _ => None,
     };
     let split = buf.split_to(len + body_len.unwrap_or(0)).freeze();
-    let mut headers = HeaderMap::with_capacity(scratch.len() + ADDED_FIELDS);
-    for (name, known, start, len) in scratch.drain(..) {
-        // Hop-by-hop fields stop here (the map never holds them) unless
-        // `Connection` names others, which the general strip below finds.
-        if matches!(known, Known::HopByHop(_)) && !facts.names_fields {
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(split.slice(start..start + len))
-            .map_err(|_| Error::Invalid("invalid header value"))?;
-        headers.append(name, value);
-    }
-    if facts.names_fields {
-        crate::headers::strip_hop_by_hop(&mut headers);
-    }
+    let raw = raw.with_head(split.slice(..len));
     let body = body_len.map(|_| split.slice(len..));
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
     Ok(Some(Head {
         parts,
+        fields: raw,
         framing,
         keep_alive,
         body,
     }))
+}
+
+/// The field names `Connection` lists, other than its own options and
+/// `Host` (a rare case: only then does this allocate).
+fn connection_named(fields: &[httparse::Header<'_>]) -> Vec<Vec<u8>> {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|f| f.value.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"host")
+        })
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// What a response's fields say of its framing and its connection,
@@ -511,6 +511,7 @@ impl Reader {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderValue};
     use std::net::SocketAddr;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
@@ -595,7 +596,8 @@ pub(crate) mod tests {
         parts.method = method.clone();
         let mut conn = Conn::new(tcp);
         conn.encode(&parts, &forwarded());
-        let (parts, answer) = exchange(conn, &method).await?;
+        let (mut parts, fields, answer) = exchange(conn, &method).await?;
+        fields.append_to(&mut parts.headers);
         match answer {
             Answer::Whole(body, conn) => Ok(Got {
                 parts,
@@ -733,6 +735,19 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn hop_by_hop_fields_and_those_connection_names_stay_behind() {
+        let got = answer(
+            vec![b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nX-Kept: 2\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            false,
+        )
+        .await
+        .expect("answer");
+        let names: Vec<_> = got.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "host"]);
+        assert_eq!(got.body, b"ok");
+    }
+
+    #[tokio::test]
     async fn connections_that_cannot_carry_another_request_are_not_returned() {
         for response in [
             &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
@@ -830,7 +845,7 @@ pub(crate) mod tests {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let mut conn = Conn::new(tcp);
         conn.encode(&get("/"), &forwarded());
-        let (_, answer) = exchange(conn, &Method::GET).await.expect("answer");
+        let (_, _, answer) = exchange(conn, &Method::GET).await.expect("answer");
         let Answer::Whole(_, Some(conn)) = answer else {
             panic!("whole body, connection returned");
         };

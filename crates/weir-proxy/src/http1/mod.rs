@@ -16,6 +16,7 @@
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod decode;
+pub(crate) mod fields;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod server;
@@ -43,7 +44,7 @@ pub(crate) fn field_name(raw: &[u8]) -> Result<(HeaderName, Known), InvalidHeade
         b"Host" | b"host" => (header::HOST, Known::Host),
         b"Content-Length" | b"content-length" => (header::CONTENT_LENGTH, Known::ContentLength),
         b"Content-Type" | b"content-type" => other(header::CONTENT_TYPE),
-        b"Date" | b"date" => other(header::DATE),
+        b"Date" | b"date" => (header::DATE, Known::Date),
         b"Server" | b"server" => other(header::SERVER),
         b"Connection" | b"connection" => (header::CONNECTION, Known::HopByHop(CONNECTION_AT)),
         b"Keep-Alive" | b"keep-alive" => (KEEP_ALIVE, Known::HopByHop(1)),
@@ -75,7 +76,7 @@ pub(crate) fn field_name(raw: &[u8]) -> Result<(HeaderName, Known), InvalidHeade
         b"X-Request-ID" | b"X-Request-Id" | b"x-request-id" => (X_REQUEST_ID, Known::RequestId),
         _ => {
             let name = HeaderName::from_bytes(raw)?;
-            let known = Known::of(name.as_str());
+            let known = Known::of(raw);
             (name, known)
         }
     })
@@ -128,7 +129,7 @@ mod tests {
             "X-Custom",
         ] {
             let general = HeaderName::from_bytes(raw.as_bytes()).expect("valid");
-            let known = Known::of(general.as_str());
+            let known = Known::of(raw.as_bytes());
             assert_eq!(
                 field_name(raw.as_bytes()).expect("valid"),
                 (general.clone(), known),

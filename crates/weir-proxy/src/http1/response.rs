@@ -19,7 +19,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, HeaderMap, HeaderValue, TRA
 use http::{Method, StatusCode, Version, response};
 use hyper::body::SizeHint;
 
-use crate::headers::X_REQUEST_ID;
+use super::fields::RawFields;
+use crate::headers::{Known, X_REQUEST_ID};
 
 /// What the head's encoding needs to know of the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -56,13 +57,15 @@ pub(crate) enum Framing {
     Close,
 }
 
-/// Writes the status line and fields of `parts` into `out`, framed for a
-/// body of `size`, with `request_id` as `X-Request-Id` (replacing any the
-/// map holds). `close`: the connection ends after this response, so the
-/// head says so; it is set here too when the response's own `Connection`
-/// field or its framing means it. Returns the body framing.
+/// Writes the status line and fields of `parts` into `out` (an upstream's
+/// fields as they arrived, `raw`, first), framed for a body of `size`, with
+/// `request_id` as `X-Request-Id` (replacing any the fields hold).
+/// `close`: the connection ends after this response, so the head says so;
+/// it is set here too when the response's own `Connection` field or its
+/// framing means it. Returns the body framing.
 pub(crate) fn encode_head(
     parts: &response::Parts,
+    raw: Option<&RawFields>,
     request_id: &HeaderValue,
     size: SizeHint,
     to: Answering,
@@ -83,6 +86,28 @@ pub(crate) fn encode_head(
 
     let mut length: Option<u64> = None;
     let mut date = false;
+    // The upstream's fields, as they arrived (no hop-by-hop among them).
+    for (name, value, known) in raw.into_iter().flat_map(RawFields::iter) {
+        match known {
+            Known::ContentLength => {
+                if length.is_none()
+                    && let Some(n) = content_length(value)
+                {
+                    length = Some(n);
+                    if keeps_length {
+                        out.extend_from_slice(b"content-length: ");
+                        decimal(n, out);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                continue;
+            }
+            Known::RequestId | Known::HopByHop(_) => continue,
+            Known::Date => date = true,
+            _ => {}
+        }
+        field(name, value, out);
+    }
     for (name, value) in &parts.headers {
         if *name == CONNECTION && !switching {
             // weir decides the connection's fate; a `close` asked for by
@@ -294,6 +319,7 @@ mod tests {
         let mut close = close;
         let framing = encode_head(
             &parts,
+            None,
             &HeaderValue::from_static("id-1"),
             size,
             to,
@@ -404,6 +430,40 @@ mod tests {
             "{text}"
         );
         assert_eq!((framing, close), (Framing::None, false));
+    }
+
+    #[test]
+    fn an_upstreams_fields_go_out_as_they_came_less_what_weir_owns() {
+        let head = bytes::Bytes::from_static(
+            b"Server: up\r\nContent-Length: 5, 5\r\nX-Request-Id: theirs\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\n",
+        );
+        let mut raw = RawFields::new(head, 4);
+        raw.push((0, 6), (8, 2), Known::Other);
+        raw.push((12, 14), (28, 4), Known::ContentLength);
+        raw.push((34, 12), (48, 6), Known::RequestId);
+        raw.push((56, 4), (62, 29), Known::Date);
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts
+            .headers
+            .insert("x-ratelimit-remaining", HeaderValue::from_static("9"));
+        let mut out = Vec::new();
+        let mut close = false;
+        let framing = encode_head(
+            &parts,
+            Some(&raw),
+            &HeaderValue::from_static("ours"),
+            SizeHint::with_exact(5),
+            GET11,
+            &mut close,
+            &mut out,
+        );
+        assert_eq!(framing, Framing::Length(5));
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "HTTP/1.1 200 OK\r\nServer: up\r\ncontent-length: 5\r\n\
+             Date: Sun, 06 Dec 2026 10:00:00 GMT\r\nx-ratelimit-remaining: 9\r\n\
+             x-request-id: ours\r\n\r\n"
+        );
     }
 
     #[test]

@@ -169,7 +169,9 @@ where
             }
         };
         let (mut exchange, req, present) = Exchange::begin(head);
-        let mut handling = pin!(proxy.handle(req, present, info));
+        // The connection's timer has nothing to time while a request is in
+        // flight: the route timeout runs on it.
+        let mut handling = pin!(proxy.handle(req, present, info, timer.as_mut()));
         let mut writer = None;
         let answered =
             poll_fn(|cx| exchange.poll(cx, &mut conn, handling.as_mut(), &mut writer, &signal))
@@ -266,6 +268,12 @@ where
         // When the head's first bytes arrived, if they did not bring the
         // whole head.
         let mut begun: Option<Instant> = None;
+        // The timer may be late for this wait: the last request's route
+        // timeout ran on it.
+        let (due, _) = wait.due(None);
+        if timer.deadline() > due {
+            timer.as_mut().reset(due);
+        }
         poll_fn(|cx| {
             loop {
                 if !self.rbuf.is_empty() {
@@ -330,6 +338,7 @@ where
         let mut close = true;
         let framing = response::encode_head(
             &parts,
+            answer.fields.as_ref(),
             &answer.request_id,
             body.size_hint(),
             to,
@@ -461,6 +470,7 @@ impl Exchange {
                     let mut close = !self.keep_alive || signal.is_started();
                     let framing = response::encode_head(
                         &parts,
+                        answer.fields.as_ref(),
                         &answer.request_id,
                         body.size_hint(),
                         self.to,
