@@ -11,7 +11,7 @@
 //! ```
 //!
 //! - **HTTP/1.1 without a request body** to a plain-text endpoint (most
-//!   proxied requests): exchanged in the request's own task (h1.rs), on a
+//!   proxied requests): exchanged in the request's own task (http1/client.rs), on a
 //!   stack of connections of its own. An idle connection is checked against
 //!   the reactor's readiness before use, so one the upstream closed is
 //!   dropped, not written to; one that closes unanswered anyway (the
@@ -99,7 +99,7 @@ pub(crate) enum SendError {
     /// The exchange failed after the request was handed to a connection.
     #[error(transparent)]
     Http(hyper::Error),
-    /// An in-task HTTP/1.1 exchange failed (h1.rs).
+    /// An in-task HTTP/1.1 exchange failed (http1/client.rs).
     #[error(transparent)]
     Exchange(h1::Error),
 }
@@ -331,7 +331,7 @@ struct Idle {
     since: Instant,
 }
 
-/// An idle connection for in-task exchanges (h1.rs).
+/// An idle connection for in-task exchanges (http1/client.rs).
 struct IdleConn {
     conn: h1::Conn,
     since: Instant,
@@ -346,7 +346,7 @@ pub(crate) struct EndpointPool {
     /// HTTP/1.1 connections ready for a request, most recently used last.
     idle: Mutex<Vec<Idle>>,
     /// Plain HTTP/1.1 connections for requests without a body, exchanged in
-    /// the request's task (h1.rs); most recently used last.
+    /// the request's task (http1/client.rs); most recently used last.
     idle_conns: Mutex<Vec<IdleConn>>,
     /// The HTTP/2 connection, once made.
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
@@ -400,7 +400,7 @@ impl EndpointPool {
     }
 
     /// A request without a body on a plain HTTP/1.1 connection, exchanged
-    /// in this task (h1.rs). A reused connection that the upstream had
+    /// in this task (http1/client.rs). A reused connection that the upstream had
     /// closed leaves the request unanswered; it is sent again on another
     /// connection when nothing can have been processed: the write failed,
     /// or the method is idempotent (RFC 9110 §9.2.2), as nginx's
@@ -779,7 +779,7 @@ enum BodyKind {
     },
     /// Arrived with the response head; `None` once taken or when empty.
     Whole(Option<Bytes>),
-    /// Still arriving on an in-task connection (h1.rs).
+    /// Still arriving on an in-task connection (http1/client.rs).
     Streaming(h1::Reader, Arc<EndpointPool>),
 }
 

@@ -50,21 +50,20 @@ use crate::rewind::Rewind;
 
 /// A client connection that has switched protocols: the stream, with what
 /// the client sent after its upgrade request put back in front.
-pub(crate) struct Upgraded(Box<dyn Stream>);
+pub(crate) type Upgraded = Box<dyn Stream>;
 
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+/// What a relayed stream is.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-impl Upgraded {
-    /// `io` after the 101 was written; `read` is what had been read of it
-    /// beyond the request.
-    pub(crate) fn new<IO>(io: IO, read: Bytes) -> Self
-    where
-        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        Upgraded(Box::new(Rewind::new(io, read)))
-    }
+/// `io` after the 101 was written; `read` is what had been read of it
+/// beyond the request.
+pub(crate) fn upgraded<IO>(io: IO, read: Bytes) -> Upgraded
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Box::new(Rewind::new(io, read))
 }
 
 /// How a request that may switch protocols gets its client connection once
@@ -186,34 +185,6 @@ where
             }
         }
         Err(e) => tracing::debug!(side, error = %e, "Upgraded connection failed."),
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

@@ -114,20 +114,14 @@ impl Conn {
     }
 
     /// Whether an idle connection can carry a request: the upstream has
-    /// neither closed it nor sent anything unasked. The reactor's readiness
-    /// answers without a system call unless the socket turned readable.
+    /// neither closed it nor sent anything unasked. `try_read` asks the
+    /// reactor's readiness first and makes no system call (and registers
+    /// no waker) unless the socket turned readable: a close, stray bytes,
+    /// or readiness left over from a read that filled the buffer. Only the
+    /// last is harmless, and the read then finds nothing.
     pub(crate) fn is_quiet(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable: a close, stray bytes, or readiness left over from a
-            // read that filled the buffer. Only the last is harmless.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [0u8; 1];
+        matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

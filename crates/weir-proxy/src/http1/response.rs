@@ -87,19 +87,24 @@ pub(crate) fn encode_head(
     let mut length: Option<u64> = None;
     let mut date = false;
     // The upstream's fields, as they arrived (no hop-by-hop among them).
+    // The first valid length counts (repeats of it are dropped); an invalid
+    // one is dropped and the body framed by itself.
+    let mut length_field = |value: &[u8], out: &mut Vec<u8>| {
+        if length.is_none()
+            && let Some(n) = content_length(value)
+        {
+            length = Some(n);
+            if keeps_length {
+                out.extend_from_slice(b"content-length: ");
+                decimal(n, out);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    };
     for (name, value, known) in raw.into_iter().flat_map(RawFields::iter) {
         match known {
             Known::ContentLength => {
-                if length.is_none()
-                    && let Some(n) = content_length(value)
-                {
-                    length = Some(n);
-                    if keeps_length {
-                        out.extend_from_slice(b"content-length: ");
-                        decimal(n, out);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
+                length_field(value, out);
                 continue;
             }
             Known::RequestId | Known::HopByHop(_) => continue,
@@ -119,18 +124,7 @@ pub(crate) fn encode_head(
             continue;
         }
         if *name == CONTENT_LENGTH {
-            // The first valid length counts (repeats of it are dropped);
-            // an invalid one is dropped and the body framed by itself.
-            if length.is_none()
-                && let Some(n) = content_length(value.as_bytes())
-            {
-                length = Some(n);
-                if keeps_length {
-                    out.extend_from_slice(b"content-length: ");
-                    decimal(n, out);
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
+            length_field(value.as_bytes(), out);
             continue;
         }
         if *name == DATE {

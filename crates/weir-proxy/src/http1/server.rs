@@ -187,7 +187,7 @@ where
                 // The relay takes the connection with what the client sent
                 // after its head (its first frames, perhaps); if the relay
                 // is gone, the connection just closes.
-                let _ = upgrade.send(Upgraded::new(io, rbuf.freeze()));
+                let _ = upgrade.send(crate::upgrade::upgraded(io, rbuf.freeze()));
                 return Ended::Done;
             }
             Exchanged::Aborted => return Ended::Done,
