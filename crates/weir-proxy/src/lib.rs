@@ -60,6 +60,7 @@ use http_body_util::{Either, Full};
 use tokio::time::Instant;
 use weir_snapshot::Snapshot;
 
+pub use http1::request::MAX_FIELDS as MAX_REQUEST_FIELDS;
 pub use metrics::ProxyMetrics;
 pub use request_body::ClientBody;
 pub use server::{Listener, serve};

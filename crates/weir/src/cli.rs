@@ -164,8 +164,8 @@ pub struct ListenArgs {
     /// syntax (512k, 8m, 1g), 0 for no limit. 1m is ingress-nginx's default.
     #[arg(long, default_value = "1m", value_parser = size, env = "WEIR_MAX_BODY_SIZE")]
     pub max_body_size: u64,
-    /// Most request headers (431 beyond).
-    #[arg(long, default_value_t = 100, env = "WEIR_MAX_HEADERS")]
+    /// Most request headers (431 beyond), at most 1024.
+    #[arg(long, default_value_t = 100, value_parser = max_headers, env = "WEIR_MAX_HEADERS")]
     pub max_headers: usize,
     /// Most bytes of request header names and values (431 beyond).
     #[arg(long, default_value_t = 32 * 1024, env = "WEIR_MAX_HEADER_BYTES")]
@@ -198,6 +198,18 @@ fn access_log_destination(s: &str) -> Result<weir_proxy::access_log::Destination
         "" => return Err("empty: use stdout, off or a file path".into()),
         path => Destination::File(path.into()),
     })
+}
+
+/// The HTTP/1 parser keeps its field slots on the stack
+/// (`weir_proxy::MAX_REQUEST_FIELDS`).
+fn max_headers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=weir_proxy::MAX_REQUEST_FIELDS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number from 1 to {}",
+            weir_proxy::MAX_REQUEST_FIELDS
+        )),
+    }
 }
 
 fn sample_fraction(s: &str) -> Result<f64, String> {
