@@ -239,3 +239,177 @@ where
     }
     S(iter)
 }
+
+/// The route's timeout also limits each pause in a response body, as
+/// nginx's `proxy_read_timeout` does: a backend that sends its head and
+/// part of its body and then nothing has the client's connection closed
+/// after the timeout, without the body's last chunk (so the client sees a
+/// cut body, not a whole one), and it is counted as an upstream timeout.
+/// A body that keeps trickling for longer than the timeout is not cut.
+#[tokio::test]
+async fn a_backend_that_pauses_its_response_body_is_cut_after_the_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Answers `/stall` with a head and one chunk, then holds the
+    // connection; `/trickle` with ten chunks 300 ms apart.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let trickle = head.starts_with(b"GET /trickle");
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await;
+                if trickle {
+                    for _ in 0..10 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = conn.write_all(b"1\r\n.\r\n").await;
+                    }
+                    let _ = conn.write_all(b"0\r\n\r\n").await;
+                }
+                // Held open until weir closes it.
+                let _ = conn.read(&mut buf).await;
+            });
+        }
+    });
+    let annotations = "weir.dev/request-timeout: 1s";
+    let (weir, _dir) = serve("pause", annotations, &backend_addr.to_string()).await;
+    let mut stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();
+    stream
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: pause.test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+        .await
+        .expect("weir ended the response within 20 s")
+        .expect("a clean close");
+    let (stalled, took) = (String::from_utf8_lossy(&out), started.elapsed());
+    assert!(stalled.starts_with("HTTP/1.1 200 "), "{stalled}");
+    assert!(
+        stalled.ends_with("5\r\nfirst\r\n"),
+        "cut after the first chunk: {stalled:?}"
+    );
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    let text = weir.metrics().await.expect("metrics");
+    let series = r#"weir_upstream_errors_total{kind="timeout",route="default/pause"}"#;
+    assert_eq!(weir_tests::metric_value(&text, series), Some("1"), "{text}");
+
+    // 3 s of body, no pause as long as the 1 s timeout. The response
+    // ends, so read_to_end needs the client to close: ask for that.
+    let mut stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();
+    stream
+        .write_all(b"GET /trickle HTTP/1.1\r\nHost: pause.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+        .await
+        .expect("the trickle ended within 20 s")
+        .expect("a clean close");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.ends_with("0\r\n\r\n"), "the whole body: {text:?}");
+    assert_eq!(text.matches("1\r\n.\r\n").count(), 10, "{text:?}");
+    let metrics = weir.metrics().await.expect("metrics");
+    assert_eq!(weir_tests::metric_value(&metrics, series), Some("1"));
+}
+
+/// `--client-send-timeout`: a client that stops reading its response has
+/// its connection closed once it has taken nothing for that long (nginx's
+/// `send_timeout`), and it is counted; a client that reads in bursts with
+/// shorter pauses gets its whole download however long it takes.
+#[tokio::test]
+async fn a_client_that_stops_reading_meets_the_send_timeout() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = Upstream::start("reader").await;
+    let dir = TempDir::new("reader");
+    let routes = route_yaml_with(
+        "reader",
+        "",
+        "reader.test",
+        "reader",
+        &up.addr.to_string(),
+        "",
+    );
+    dir.write("r.yaml", &routes);
+    let weir = Weir::serve(&dir.0, &["--client-send-timeout", "2s"]).await;
+    let get = |size: usize| {
+        format!(
+            "GET /download HTTP/1.1\r\nHost: reader.test\r\nX-Test-Download: {size}\r\nConnection: close\r\n\r\n"
+        )
+    };
+
+    // 16 MB read in 1 MB bursts with 400 ms pauses: about 6 s in all,
+    // longer than the timeout, and the socket buffers fill in each pause.
+    let size = 16 * 1024 * 1024;
+    let mut stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();
+    stream.write_all(get(size).as_bytes()).await.unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut burst = 0usize;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("bytes within 20 s")
+            .expect("no reset");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        burst += n;
+        if burst >= 1024 * 1024 {
+            burst = 0;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    assert!(got > size, "the whole download and its head: {got} bytes");
+    let series = "weir_client_timeouts_total{kind=\"response_send\"}";
+    let text = weir.metrics().await.expect("metrics");
+    assert_eq!(weir_tests::metric_value(&text, series), Some("0"));
+
+    // 256 MB asked for, a few bytes read, then nothing.
+    let mut stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();
+    stream
+        .write_all(get(256 * 1024 * 1024).as_bytes())
+        .await
+        .unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(n > 0);
+    weir_tests::eventually(Duration::from_secs(20), "the send timeout", || async {
+        let text = weir.metrics().await?;
+        (weir_tests::metric_value(&text, series) == Some("1")).then_some(())
+    })
+    .await;
+    // What weir wrote before it gave up is still in the socket; then the
+    // connection ends (a close or a reset), far short of 256 MB.
+    let mut rest = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => rest += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection ended");
+    assert!(
+        rest < 128 * 1024 * 1024,
+        "cut short: {rest} bytes after the first read"
+    );
+}

@@ -181,6 +181,11 @@ pub struct ProxyConfig {
     /// Idle HTTP/1 client connections are closed, and HTTP/2 ones sent a
     /// GOAWAY, this long after their last response (http1/server.rs, http2_idle.rs).
     pub keepalive_timeout: Duration,
+    /// An HTTP/1 client that takes no byte of its response for this long
+    /// has its connection closed (http1/server.rs), as nginx's
+    /// `send_timeout`: a client that stops reading would otherwise hold
+    /// its connection, and the upstream's, for as long as it likes.
+    pub client_send_timeout: Duration,
     /// Most request headers accepted (431 beyond).
     pub max_headers: usize,
     /// Most bytes of request header names and values (431 beyond).
@@ -210,6 +215,8 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             // nginx's keepalive_timeout.
             keepalive_timeout: Duration::from_secs(75),
+            // nginx's send_timeout.
+            client_send_timeout: Duration::from_secs(60),
             max_headers: 100,
             max_header_bytes: 32 * 1024,
             max_uri_len: 8 * 1024,
@@ -772,7 +779,9 @@ impl Proxy {
                     return Ok((resp, target));
                 }
                 // Hop-by-hop fields are gone already (pool.rs).
-                let (mut parts, body) = resp.into_parts();
+                let (mut parts, mut body) = resp.into_parts();
+                // The route's timeout limits each pause in the body too.
+                body.time_reads(target.timeout, target.metrics.timeouts());
                 // The client's connection is ours: answer in our HTTP version,
                 // not the upstream's (an HTTP/1.0 origin must not downgrade
                 // the client's keep-alive connection).

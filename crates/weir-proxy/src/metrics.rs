@@ -50,15 +50,20 @@ pub enum ClientTimeout {
     Http2Idle,
     /// A request body paused for longer than the route's timeout (408).
     RequestBody,
+    /// An HTTP/1 client took no byte of its response for
+    /// `--client-send-timeout` (it stopped reading); the connection was
+    /// closed.
+    ResponseSend,
 }
 
 impl ClientTimeout {
     /// Every kind, each exported from the start.
-    const ALL: [ClientTimeout; 4] = [
+    const ALL: [ClientTimeout; 5] = [
         ClientTimeout::RequestHead,
         ClientTimeout::KeepAlive,
         ClientTimeout::Http2Idle,
         ClientTimeout::RequestBody,
+        ClientTimeout::ResponseSend,
     ];
 
     fn label(self) -> &'static str {
@@ -67,6 +72,7 @@ impl ClientTimeout {
             ClientTimeout::KeepAlive => "keepalive",
             ClientTimeout::Http2Idle => "http2_idle",
             ClientTimeout::RequestBody => "request_body",
+            ClientTimeout::ResponseSend => "response_send",
         }
     }
 }
@@ -76,7 +82,8 @@ impl ClientTimeout {
 pub enum UpstreamErrorKind {
     /// TCP connect failed or the connection broke before a response.
     Connect,
-    /// No response headers within the route timeout.
+    /// No response head within the route timeout, or a pause in the
+    /// response body longer than it.
     Timeout,
     /// No ready endpoints.
     NoEndpoints,
@@ -231,6 +238,12 @@ impl RouteMetrics {
             c.inc();
         }
         self.duration.observe(seconds);
+    }
+
+    /// `weir_upstream_errors_total{kind="timeout"}`, for a response body
+    /// that pauses too long (pool.rs), counted after the answer has left.
+    pub(crate) fn timeouts(&self) -> &IntCounter {
+        &self.timeouts
     }
 
     pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {

@@ -442,6 +442,7 @@ impl EndpointPool {
                     let body = UpstreamBody {
                         kind: body,
                         fields: Some(fields),
+                        stall: None,
                     };
                     return Ok(Response::from_parts(resp, body));
                 }
@@ -769,6 +770,25 @@ pub struct UpstreamBody {
     /// exchange), for whoever writes them on; `None` when they are in the
     /// response's map.
     fields: Option<RawFields>,
+    /// The longest pause allowed while the body arrives
+    /// ([`UpstreamBody::time_reads`]); boxed, as only a body still
+    /// arriving has one.
+    stall: Option<Box<Stall>>,
+}
+
+/// A limit on the pauses in a response body, as nginx's
+/// `proxy_read_timeout` limits the time between two reads: an upstream
+/// that sends a head and then nothing would otherwise hold the client's
+/// connection and the upstream's until one of them closes.
+struct Stall {
+    limit: Duration,
+    /// `weir_upstream_errors_total{kind="timeout"}` of the route.
+    timed_out: prometheus::IntCounter,
+    /// Armed at the first pause, re-armed at the first pause after a
+    /// frame: one clock read per pause, none per frame.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame arrived since the sleep was armed.
+    moved: bool,
 }
 
 enum BodyKind {
@@ -792,6 +812,9 @@ pub enum BodyError {
     /// From an in-task exchange.
     #[error(transparent)]
     Exchange(#[from] h1::Error),
+    /// The upstream paused its body for longer than the route's timeout.
+    #[error("the upstream sent no part of the body for {0:?}")]
+    Stalled(Duration),
 }
 
 impl UpstreamBody {
@@ -802,6 +825,7 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             kind: BodyKind::Hyper { inner, give_back },
             fields: None,
+            stall: None,
         };
         // An empty body (HEAD, 204, 304, Content-Length: 0) may never be
         // polled: the connection is free now.
@@ -809,6 +833,21 @@ impl UpstreamBody {
             body.release();
         }
         body
+    }
+
+    /// Limits each pause in the body to `limit` (the route's timeout); on
+    /// a longer one the body fails, its connection closes and `timed_out`
+    /// is counted. Nothing to do for a body that is already whole.
+    pub(crate) fn time_reads(&mut self, limit: Duration, timed_out: &prometheus::IntCounter) {
+        if matches!(self.kind, BodyKind::Whole(_)) || self.is_end_stream() {
+            return;
+        }
+        self.stall = Some(Box::new(Stall {
+            limit,
+            timed_out: timed_out.clone(),
+            sleep: None,
+            moved: false,
+        }));
     }
 
     /// The response's fields, when they travel as they arrived rather than
@@ -835,6 +874,22 @@ impl UpstreamBody {
     }
 }
 
+impl Stall {
+    /// The body has nothing new: ready when this pause has lasted `limit`.
+    fn poll_pause(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) if !self.moved => sleep,
+            Some(sleep) => {
+                sleep.as_mut().reset(Instant::now() + self.limit);
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx)
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -843,13 +898,27 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let frame = match &mut self.kind {
+        let polled = match &mut self.kind {
             BodyKind::Whole(body) => return Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Streaming(reader, _) => {
-                ready!(reader.poll_frame(cx)).map(|f| f.map_err(BodyError::from))
+            BodyKind::Streaming(reader, _) => reader
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::from))),
+            BodyKind::Hyper { inner, .. } => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::from))),
+        };
+        let frame = match (polled, self.stall.as_deref_mut()) {
+            (Poll::Ready(frame), stall) => {
+                if let Some(stall) = stall {
+                    stall.moved = true;
+                }
+                frame
             }
-            BodyKind::Hyper { inner, .. } => {
-                ready!(Pin::new(inner).poll_frame(cx)).map(|f| f.map_err(BodyError::from))
+            (Poll::Pending, None) => return Poll::Pending,
+            (Poll::Pending, Some(stall)) => {
+                ready!(stall.poll_pause(cx));
+                stall.timed_out.inc();
+                Some(Err(BodyError::Stalled(stall.limit)))
             }
         };
         match &frame {

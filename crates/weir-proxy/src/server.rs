@@ -57,6 +57,7 @@ pub async fn serve(
     let http1 = h1::Limits {
         head: config.header_read_timeout,
         keepalive: config.keepalive_timeout,
+        send: config.client_send_timeout,
         // A backstop above the handler's own limits (checked with a JSON
         // answer), against heads that would fill memory.
         max_head: (config.max_header_bytes + config.max_uri_len) * 2 + 8192,

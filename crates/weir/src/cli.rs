@@ -156,6 +156,11 @@ pub struct ListenArgs {
     /// GOAWAY after as long.
     #[arg(long, default_value = "75s", value_parser = duration, env = "WEIR_KEEPALIVE_TIMEOUT")]
     pub keepalive_timeout: Dur,
+    /// An HTTP/1 client that takes no byte of its response for this long
+    /// (it stopped reading) has its connection closed, as nginx's
+    /// send_timeout.
+    #[arg(long, default_value = "60s", value_parser = duration, env = "WEIR_CLIENT_SEND_TIMEOUT")]
+    pub client_send_timeout: Dur,
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = duration, env = "WEIR_DRAIN_TIMEOUT")]
     pub drain_timeout: Dur,
@@ -317,6 +322,7 @@ impl ListenArgs {
             connect_timeout: self.connect_timeout.into(),
             header_read_timeout: self.header_read_timeout.into(),
             keepalive_timeout: self.keepalive_timeout.into(),
+            client_send_timeout: self.client_send_timeout.into(),
             max_headers: self.max_headers,
             max_header_bytes: self.max_header_bytes,
             max_uri_len: self.max_uri_bytes,

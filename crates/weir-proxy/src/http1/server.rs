@@ -32,7 +32,11 @@
 //!   byte, and a connection's first head within `head` of the opening (a
 //!   connection that sends nothing is the cheapest slowloris);
 //! - a request in flight is never cut by either (the route's own timeouts
-//!   apply to it).
+//!   apply to it);
+//! - while a response is written, a client that takes no byte of it for
+//!   `send` (nginx's `send_timeout`) has its connection closed: a client
+//!   that stops reading would hold it, and its upstream, for ever. Pauses
+//!   of the upstream's body are the body's own to time (pool.rs).
 //!
 //! One timer per connection, re-armed only when it fires early, as nginx's
 //! lazy timers are: a request costs one clock read (when its response
@@ -99,6 +103,9 @@ pub(crate) struct Limits {
     pub(crate) head: Duration,
     /// From the end of a response to the first byte of the next request.
     pub(crate) keepalive: Duration,
+    /// The longest a response's writing waits on a client that takes no
+    /// bytes (nginx's `send_timeout`).
+    pub(crate) send: Duration,
     /// The longest head buffered before it is refused (431/414): a
     /// backstop above the handler's own, exact limits.
     pub(crate) max_head: usize,
@@ -168,7 +175,7 @@ where
                 return conn.close(true).await;
             }
         };
-        let (mut exchange, req, present) = Exchange::begin(head);
+        let (mut exchange, req, present) = Exchange::begin(head, limits.send);
         // The connection's timer has nothing to time while a request is in
         // flight: the route timeout runs on it.
         let mut handling = pin!(proxy.handle(req, present, info, timer.as_mut()));
@@ -179,6 +186,10 @@ where
         // The answer's body (its access-log line) is done with before the
         // next request.
         drop(writer);
+        if exchange.send_timed_out {
+            proxy.metrics.client_timed_out(ClientTimeout::ResponseSend);
+            tracing::debug!(peer = %info.peer, "The client stopped taking its response; connection closed.");
+        }
         match exchange.finish(&mut conn, answered) {
             Exchanged::KeepAlive => idle_since = Some(Instant::now()),
             Exchanged::Close { linger } => return conn.close(linger).await,
@@ -397,6 +408,13 @@ struct Exchange {
     to: Answering,
     /// How the client's connection goes to the relay after a 101.
     upgrade: Option<tokio::sync::oneshot::Sender<Upgraded>>,
+    /// [`Limits::send`].
+    send: Duration,
+    /// Times a client that takes no bytes of the answer; made at the first
+    /// such wait, so an answer written at once costs nothing.
+    send_stall: Option<Pin<Box<Sleep>>>,
+    /// The client took nothing for `send`: the exchange was abandoned.
+    send_timed_out: bool,
 }
 
 /// What became of the answer: written (and whether the connection closes
@@ -406,7 +424,7 @@ type Answered = Option<(bool, bool)>;
 impl Exchange {
     /// Sets up the exchange for `head`: the request for the handler, its
     /// body's pump, its upgrade.
-    fn begin(head: Head) -> (Exchange, Request<ClientBody>, Present) {
+    fn begin(head: Head, send: Duration) -> (Exchange, Request<ClientBody>, Present) {
         let Head {
             request,
             body: framing,
@@ -442,6 +460,9 @@ impl Exchange {
             keep_alive,
             to,
             upgrade,
+            send,
+            send_stall: None,
+            send_timed_out: false,
         };
         (exchange, req, present)
     }
@@ -498,11 +519,35 @@ impl Exchange {
                 }
                 return Poll::Pending;
             };
-            return match ready!(w.poll_write(cx, conn)) {
-                Ok(close) => Poll::Ready(Some((close, w.switching))),
-                Err(_) => Poll::Ready(None),
+            return match w.poll_write(cx, conn) {
+                Poll::Ready(Ok(close)) => Poll::Ready(Some((close, w.switching))),
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                // Bytes wait for the client to take them.
+                Poll::Pending if !conn.out.is_empty() && self.poll_send_stall(cx, conn) => {
+                    self.send_timed_out = true;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
             };
         }
+    }
+
+    /// The writing waits on the client: ready once it has taken nothing
+    /// for [`Limits::send`]. The timer is re-armed only at the first wait
+    /// after bytes moved: one clock read per wait, none per write.
+    fn poll_send_stall<IO>(&mut self, cx: &mut Context<'_>, conn: &mut Conn<IO>) -> bool {
+        let moved = std::mem::take(&mut conn.out.moved);
+        let sleep = match &mut self.send_stall {
+            Some(sleep) if !moved => sleep,
+            Some(sleep) => {
+                sleep.as_mut().reset(Instant::now() + self.send);
+                sleep
+            }
+            None => self
+                .send_stall
+                .insert(Box::pin(tokio::time::sleep(self.send))),
+        };
+        sleep.as_mut().poll(cx).is_ready()
     }
 
     /// What the connection does next.
@@ -635,6 +680,8 @@ struct Out {
     big: Option<Bytes>,
     /// Appended to `buf` once `big` is written (a chunk's CRLF).
     after: &'static [u8],
+    /// Bytes were written since the send timer last looked.
+    moved: bool,
 }
 
 impl Out {
@@ -661,6 +708,7 @@ impl Out {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.moved = true;
             let from_buf = n.min(head.len());
             self.written += from_buf;
             if let Some(big) = &mut self.big
