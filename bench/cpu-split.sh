@@ -10,6 +10,8 @@
 # Usage: bench/cpu-split.sh [rounds] [seconds] [other-weir-binary...]
 #   other-weir-binary: more weir builds measured beside the first (A/B),
 #   named weir-b, weir-c, ... in the table.
+# CLOSE=1: every request on a new connection (wrk sends Connection: close),
+#   to measure the per-connection costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -17,6 +19,8 @@ source bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
 others=("${@:3}")
+wrk_args=(-t1 -c50)
+[ -n "${CLOSE:-}" ] && wrk_args+=(-H "Connection: close")
 require_tools wrk taskset nginx curl
 [ -x target/release/weir ] || cargo build --locked --release -p weir
 base=${BASE_PORT:-19380}
@@ -86,10 +90,10 @@ for round in $(seq "$rounds"); do
   for k in $(seq 0 $((count - 1))); do
     i=$(((k + round) % count))
     pid=$(proxy_pid "$i") url="http://127.0.0.1:${ports[$i]}/api/users/42"
-    taskset -c 0 wrk -t1 -c50 -d1 "$url" >/dev/null
+    taskset -c 0 wrk "${wrk_args[@]}" -d1 "$url" >/dev/null
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     c0=$(awk '/^nonvoluntary_ctxt/ {print $2}' "/proc/$pid/status")
-    out=$(taskset -c 0 wrk -t1 -c50 -d"$seconds" "$url")
+    out=$(taskset -c 0 wrk "${wrk_args[@]}" -d"$seconds" "$url")
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     c1=$(awk '/^nonvoluntary_ctxt/ {print $2}' "/proc/$pid/status")
     n=$(awk '/requests in/ {print $1}' <<<"$out") rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
