@@ -36,6 +36,7 @@ mod http2_idle;
 pub mod limits;
 pub mod metrics;
 pub mod normalize;
+mod pause;
 pub mod pool;
 mod request_body;
 mod respond;

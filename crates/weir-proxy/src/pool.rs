@@ -70,6 +70,7 @@ use weir_snapshot::{UpstreamProtocol, UpstreamTls};
 use crate::headers::Forwarded;
 use crate::http1::client as h1;
 use crate::http1::fields::RawFields;
+use crate::pause::Pauses;
 use crate::request_body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed as they
@@ -776,19 +777,14 @@ pub struct UpstreamBody {
     stall: Option<Box<Stall>>,
 }
 
-/// A limit on the pauses in a response body, as nginx's
-/// `proxy_read_timeout` limits the time between two reads: an upstream
-/// that sends a head and then nothing would otherwise hold the client's
-/// connection and the upstream's until one of them closes.
+/// A limit on the pauses in a response body (pause.rs), as nginx's
+/// `proxy_read_timeout`: an upstream that sends a head and then nothing
+/// would otherwise hold the client's connection and the upstream's until
+/// one of them closes.
 struct Stall {
-    limit: Duration,
+    pauses: Pauses,
     /// `weir_upstream_errors_total{kind="timeout"}` of the route.
     timed_out: prometheus::IntCounter,
-    /// Armed at the first pause, re-armed at the first pause after a
-    /// frame: one clock read per pause, none per frame.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// A frame arrived since the sleep was armed.
-    moved: bool,
 }
 
 enum BodyKind {
@@ -843,10 +839,8 @@ impl UpstreamBody {
             return;
         }
         self.stall = Some(Box::new(Stall {
-            limit,
+            pauses: Pauses::new(limit),
             timed_out: timed_out.clone(),
-            sleep: None,
-            moved: false,
         }));
     }
 
@@ -874,22 +868,6 @@ impl UpstreamBody {
     }
 }
 
-impl Stall {
-    /// The body has nothing new: ready when this pause has lasted `limit`.
-    fn poll_pause(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = match &mut self.sleep {
-            Some(sleep) if !self.moved => sleep,
-            Some(sleep) => {
-                sleep.as_mut().reset(Instant::now() + self.limit);
-                sleep
-            }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
-        };
-        self.moved = false;
-        sleep.as_mut().poll(cx)
-    }
-}
-
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -910,15 +888,15 @@ impl Body for UpstreamBody {
         let frame = match (polled, self.stall.as_deref_mut()) {
             (Poll::Ready(frame), stall) => {
                 if let Some(stall) = stall {
-                    stall.moved = true;
+                    stall.pauses.moved();
                 }
                 frame
             }
             (Poll::Pending, None) => return Poll::Pending,
             (Poll::Pending, Some(stall)) => {
-                ready!(stall.poll_pause(cx));
+                ready!(stall.pauses.poll_pause(cx));
                 stall.timed_out.inc();
-                Some(Err(BodyError::Stalled(stall.limit)))
+                Some(Err(BodyError::Stalled(stall.pauses.limit())))
             }
         };
         match &frame {

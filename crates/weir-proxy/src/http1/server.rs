@@ -69,6 +69,7 @@ use super::response::{self, Answering, Framing};
 use crate::drain::{Registration, Signal};
 use crate::headers::Present;
 use crate::metrics::ClientTimeout;
+use crate::pause::Pauses;
 use crate::request_body::ClientBody;
 use crate::upgrade::{ClientUpgrade, Upgraded};
 use crate::{ConnInfo, Proxy};
@@ -408,11 +409,8 @@ struct Exchange {
     to: Answering,
     /// How the client's connection goes to the relay after a 101.
     upgrade: Option<tokio::sync::oneshot::Sender<Upgraded>>,
-    /// [`Limits::send`].
-    send: Duration,
-    /// Times a client that takes no bytes of the answer; made at the first
-    /// such wait, so an answer written at once costs nothing.
-    send_stall: Option<Pin<Box<Sleep>>>,
+    /// Times a client that takes no bytes of the answer ([`Limits::send`]).
+    send: Pauses,
     /// The client took nothing for `send`: the exchange was abandoned.
     send_timed_out: bool,
 }
@@ -460,8 +458,7 @@ impl Exchange {
             keep_alive,
             to,
             upgrade,
-            send,
-            send_stall: None,
+            send: Pauses::new(send),
             send_timed_out: false,
         };
         (exchange, req, present)
@@ -523,7 +520,7 @@ impl Exchange {
                 Poll::Ready(Ok(close)) => Poll::Ready(Some((close, w.switching))),
                 Poll::Ready(Err(_)) => Poll::Ready(None),
                 // Bytes wait for the client to take them.
-                Poll::Pending if !conn.out.is_empty() && self.poll_send_stall(cx, conn) => {
+                Poll::Pending if !conn.out.is_empty() && self.send_stalled(cx, conn) => {
                     self.send_timed_out = true;
                     Poll::Ready(None)
                 }
@@ -532,22 +529,13 @@ impl Exchange {
         }
     }
 
-    /// The writing waits on the client: ready once it has taken nothing
-    /// for [`Limits::send`]. The timer is re-armed only at the first wait
-    /// after bytes moved: one clock read per wait, none per write.
-    fn poll_send_stall<IO>(&mut self, cx: &mut Context<'_>, conn: &mut Conn<IO>) -> bool {
-        let moved = std::mem::take(&mut conn.out.moved);
-        let sleep = match &mut self.send_stall {
-            Some(sleep) if !moved => sleep,
-            Some(sleep) => {
-                sleep.as_mut().reset(Instant::now() + self.send);
-                sleep
-            }
-            None => self
-                .send_stall
-                .insert(Box::pin(tokio::time::sleep(self.send))),
-        };
-        sleep.as_mut().poll(cx).is_ready()
+    /// The writing waits on the client: whether it has taken nothing for
+    /// [`Limits::send`].
+    fn send_stalled<IO>(&mut self, cx: &mut Context<'_>, conn: &mut Conn<IO>) -> bool {
+        if std::mem::take(&mut conn.out.moved) {
+            self.send.moved();
+        }
+        self.send.poll_pause(cx).is_ready()
     }
 
     /// What the connection does next.
