@@ -325,9 +325,39 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap, present: Present) {
 }
 
 /// The client address as a header value; computed once per connection.
+/// IPv4 is written digit by digit: through `Display` it cost about 1,500
+/// instructions and two allocations, a tenth of a short connection's
+/// user-space work (callgrind).
 pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
-    // An IP address always formats to a valid header value.
-    HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let v4 = match peer {
+        IpAddr::V4(v4) => v4,
+        // An IP address always formats to a valid header value.
+        IpAddr::V6(_) => {
+            return HeaderValue::from_str(&peer.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        }
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            text[len] = b'0' + d;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Generates request ids: a random per-process prefix and a counter, so ids
@@ -595,5 +625,22 @@ mod tests {
         assert_eq!(ids.get(&h, Present::scan(&h)), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("bad id<script>"));
         assert_ne!(ids.get(&h, Present::scan(&h)), "bad id<script>");
+    }
+
+    #[test]
+    fn peer_values_read_as_the_address_does() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.9",
+            "255.255.255.255",
+            "192.168.0.10",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(peer_value(addr), addr.to_string().as_str(), "{ip}");
+        }
     }
 }
