@@ -595,3 +595,120 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// `--client-send-timeout` over TLS: a client that stops reading a large
+/// download has its connection closed and counted, whether the bytes wait
+/// in weir's buffer or in the TLS stream's.
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_meets_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let s = setup("tls-send", Upstream::start("app").await);
+    let leaf = s.ca.leaf(&["a.test"]);
+    s.dir.write(
+        "a-secret.yaml",
+        &secret_yaml("a-tls", &leaf.cert_pem, &leaf.key_pem),
+    );
+    s.dir
+        .write("a.yaml", &tls_ingress("a", "", &["a.test"], "a-tls"));
+    let weir = Weir::serve(
+        &s.dir.0,
+        &["--https-addr", "127.0.0.1:0", "--client-send-timeout", "2s"],
+    )
+    .await;
+    let https = weir.https.expect("HTTPS listener");
+    let connector = connector(&s.ca, &[b"http/1.1"]);
+    let mut stream = tls(&connector, https, "a.test").await.expect("handshake");
+    stream
+        .write_all(b"GET /download HTTP/1.1\r\nHost: a.test\r\nX-Test-Download: 268435456\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    assert!(stream.read(&mut buf).await.unwrap() > 0, "the head arrives");
+    // Then nothing is read.
+    let series = "weir_client_timeouts_total{kind=\"response_send\"}";
+    eventually(Duration::from_secs(20), "the send timeout", || async {
+        let text = weir.metrics().await?;
+        (weir_tests::metric_value(&text, series) == Some("1")).then_some(())
+    })
+    .await;
+    let open = eventually(Duration::from_secs(10), "the connection closed", || async {
+        let text = weir.metrics().await?;
+        (weir_tests::metric_value(&text, "weir_open_connections") == Some("0")).then_some(())
+    })
+    .await;
+    assert_eq!(open, ());
+}
+
+/// Records a TLS stream could not hand to a full socket are flushed when
+/// the socket drains, not left until the body's next frame: a slow client
+/// gets every byte the backend has sent while the backend still holds the
+/// rest of its body (as an event stream would between two events).
+#[tokio::test]
+async fn tls_records_flush_when_the_client_catches_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SENT: usize = 8 * 1024 * 1024;
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                // One byte more than is ever sent: the body stays open.
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", SENT + 1);
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&vec![b'x'; SENT]).await;
+                let _ = conn.read(&mut buf).await;
+            });
+        }
+    });
+    let dir = TempDir::new("tls-flush");
+    dir.write("app.yaml", &service_yaml("app", &backend_addr.to_string()));
+    let ca = Ca::new("weir test CA");
+    let leaf = ca.leaf(&["a.test"]);
+    dir.write(
+        "a-secret.yaml",
+        &secret_yaml("a-tls", &leaf.cert_pem, &leaf.key_pem),
+    );
+    dir.write("a.yaml", &tls_ingress("a", "", &["a.test"], "a-tls"));
+    let weir = https_weir(&dir).await;
+    let https = weir.https.expect("HTTPS listener");
+    let mut stream = tls(&connector(&ca, &[b"http/1.1"]), https, "a.test")
+        .await
+        .expect("handshake");
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads slower than weir writes, so weir's socket is full
+    // whenever it hands the stream more: the stream keeps records back.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let body = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "weir closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() - end - 4 == SENT
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        body.is_ok(),
+        "{} of {SENT} body bytes arrived while the backend held the rest",
+        got.len()
+    );
+}

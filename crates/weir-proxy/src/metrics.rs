@@ -153,7 +153,7 @@ impl ProxyMetrics {
         let client_timeouts = IntCounterVec::new(
             Opts::new(
                 "weir_client_timeouts_total",
-                "Waits on clients that timed out, by kind: request_head (connection closed), keepalive (idle connection closed), http2_idle (GOAWAY sent), request_body (408).",
+                "Waits on clients that timed out, by kind: request_head (connection closed), keepalive (idle connection closed), http2_idle (GOAWAY sent), request_body (408), response_send (connection closed).",
             ),
             &["kind"],
         )?;

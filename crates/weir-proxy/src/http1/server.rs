@@ -530,7 +530,7 @@ impl Exchange {
                 Poll::Ready(Ok(close)) => Poll::Ready(Some((close, w.switching))),
                 Poll::Ready(Err(_)) => Poll::Ready(None),
                 // Bytes wait for the client to take them.
-                Poll::Pending if !conn.out.is_empty() && self.send_stalled(cx, conn) => {
+                Poll::Pending if w.on_client && self.send_stalled(cx, conn) => {
                     self.send_timed_out = true;
                     Poll::Ready(None)
                 }
@@ -738,6 +738,9 @@ struct Writer<B> {
     close: bool,
     /// A `101`: the connection goes to the relay after the head.
     switching: bool,
+    /// Pending on the client taking bytes (a write or a flush: a TLS
+    /// stream holds records until the socket takes them), not on the body.
+    on_client: bool,
 }
 
 impl<B> Writer<B>
@@ -754,6 +757,7 @@ where
             ended: false,
             close,
             switching,
+            on_client: false,
         }
     }
 
@@ -789,13 +793,22 @@ where
                 }
             }
             if conn.out.is_empty() {
-                if self.ended {
+                // The end, or a flush left pending (TLS records the socket
+                // had no room for): flushed before waiting on the body, or
+                // they would sit in the stream until its next frame.
+                if self.ended || self.on_client {
+                    self.on_client = true;
                     ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
-                    return Poll::Ready(Ok(self.close));
+                    self.on_client = false;
+                    if self.ended {
+                        return Poll::Ready(Ok(self.close));
+                    }
                 }
                 return Poll::Pending;
             }
+            self.on_client = true;
             ready!(conn.poll_flush_out(cx))?;
+            self.on_client = false;
         }
     }
 
