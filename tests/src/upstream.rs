@@ -275,3 +275,34 @@ fn futures_stream(
     }
     Chunks { left: total, chunk }
 }
+
+/// A backend for answers no well-behaved server gives (a body that stalls,
+/// trickles or never ends): for each connection it reads one request head
+/// and hands it, with the connection, to `respond`.
+pub async fn scripted<F, Fut>(respond: F) -> SocketAddr
+where
+    F: Fn(Vec<u8>, tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let respond = Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                respond(head, conn).await;
+            });
+        }
+    });
+    addr
+}

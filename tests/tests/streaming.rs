@@ -253,37 +253,22 @@ async fn a_backend_that_pauses_its_response_body_is_cut_after_the_timeout() {
 
     // Answers `/stall` with a head and one chunk, then holds the
     // connection; `/trickle` with ten chunks 300 ms apart.
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = backend.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let trickle = head.starts_with(b"GET /trickle");
-                let _ = conn
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-                    )
-                    .await;
-                if trickle {
-                    for _ in 0..10 {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        let _ = conn.write_all(b"1\r\n.\r\n").await;
-                    }
-                    let _ = conn.write_all(b"0\r\n\r\n").await;
-                }
-                // Held open until weir closes it.
-                let _ = conn.read(&mut buf).await;
-            });
+    let backend_addr = weir_tests::upstream::scripted(|head, mut conn| async move {
+        let trickle = head.starts_with(b"GET /trickle");
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await;
+        if trickle {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = conn.write_all(b"1\r\n.\r\n").await;
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
         }
-    });
+        // Held open until weir closes it.
+        let _ = conn.read(&mut [0u8; 64]).await;
+    })
+    .await;
     let annotations = "weir.dev/request-timeout: 1s";
     let (weir, _dir) = serve("pause", annotations, &backend_addr.to_string()).await;
     let mut stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();

@@ -649,27 +649,14 @@ async fn tls_records_flush_when_the_client_catches_up() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SENT: usize = 8 * 1024 * 1024;
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = backend.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                // One byte more than is ever sent: the body stays open.
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", SENT + 1);
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(&vec![b'x'; SENT]).await;
-                let _ = conn.read(&mut buf).await;
-            });
-        }
-    });
+    let backend_addr = weir_tests::upstream::scripted(|_, mut conn| async move {
+        // One byte more than is ever sent: the body stays open.
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", SENT + 1);
+        let _ = conn.write_all(head.as_bytes()).await;
+        let _ = conn.write_all(&vec![b'x'; SENT]).await;
+        let _ = conn.read(&mut [0u8; 64]).await;
+    })
+    .await;
     let dir = TempDir::new("tls-flush");
     dir.write("app.yaml", &service_yaml("app", &backend_addr.to_string()));
     let ca = Ca::new("weir test CA");
