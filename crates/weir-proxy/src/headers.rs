@@ -201,10 +201,13 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
 
 /// Whether one comma-separated field value lists `token`, in any case.
 pub(crate) fn has_token_value(value: &HeaderValue, token: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    list_items(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed;
+/// empty items are kept for the caller to skip or refuse.
+pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// The fields weir sets on every request it forwards: `X-Forwarded-For`
@@ -424,6 +427,12 @@ impl RequestIds {
                 return v.clone();
             }
         }
+        self.fresh()
+    }
+
+    /// A new id, for a request that brought no valid one (or whose head
+    /// could not be parsed).
+    pub(crate) fn fresh(&self) -> HeaderValue {
         let id = ID_BLOCKS.with_borrow_mut(|(owner, block, next)| {
             if *owner != self.instance || *next as u64 == ID_BLOCK {
                 *block = self.block();

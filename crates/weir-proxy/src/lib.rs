@@ -468,9 +468,7 @@ impl Proxy {
     /// weir's answer to a request it could not parse (http1/server.rs): a
     /// JSON error with a new request id, counted as unrouted.
     pub(crate) fn refuse(&self, status: StatusCode, code: &str, message: &str) -> Answer {
-        let request_id = self
-            .ids
-            .get(&http::HeaderMap::new(), headers::Present::default());
+        let request_id = self.ids.fresh();
         self.unrouted.observe(status.as_u16(), 0.0);
         Answer {
             response: error(status, code, message, &request_id)

@@ -35,9 +35,10 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::decimal;
 use super::decode::{Decoded, Decoder};
 use super::fields::RawFields;
-use crate::headers::{CONNECTION_AT, Forwarded, Known, TRANSFER_ENCODING_AT};
+use crate::headers::{CONNECTION_AT, Forwarded, Known, TRANSFER_ENCODING_AT, list_items};
 
 /// Response heads larger than this are refused (hyper's client allows
 /// about 400 KB; nginx's default `proxy_buffer_size` is 4–8 KB).
@@ -345,8 +346,7 @@ fn connection_named(fields: &[httparse::Header<'_>]) -> Vec<Vec<u8>> {
     fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|f| f.value.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
+        .flat_map(|f| list_items(f.value))
         .filter(|t| {
             !t.is_empty()
                 && !t.eq_ignore_ascii_case(b"close")
@@ -379,8 +379,8 @@ impl Fields {
         match known {
             Known::ContentLength => {
                 self.lengths = true;
-                for item in value.split(|b| *b == b',') {
-                    let Some(n) = decimal(item.trim_ascii()) else {
+                for item in list_items(value) {
+                    let Some(n) = decimal(item) else {
                         self.bad_length = Some("invalid Content-Length");
                         continue;
                     };
@@ -395,7 +395,7 @@ impl Fields {
                 self.chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             }
             Known::HopByHop(CONNECTION_AT) => {
-                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                for token in list_items(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         self.close = true;
                     } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
@@ -433,14 +433,6 @@ impl Fields {
             },
         )
     }
-}
-
-/// A non-negative decimal without sign, as Content-Length allows.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The rest of a response body, read on demand from its connection.

@@ -65,16 +65,17 @@ impl RawFields {
     /// Keeps only the fields whose name `keep` accepts; `head` is the
     /// bytes the offsets point into.
     pub(crate) fn retain(&mut self, head: &[u8], mut keep: impl FnMut(&[u8]) -> bool) {
-        self.spans
-            .retain(|s| keep(&head[s.name.0 as usize..(s.name.0 + s.name.1) as usize]));
+        self.spans.retain(|s| keep(&head[range(s.name)]));
     }
 
     /// Each field: its name as sent, its value, and what weir makes of it.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Known)> {
         self.spans.iter().map(|s| {
-            let part =
-                |(start, len): (u32, u32)| &self.head[start as usize..(start + len) as usize];
-            (part(s.name), part(s.value), s.known)
+            (
+                &self.head[range(s.name)],
+                &self.head[range(s.value)],
+                s.known,
+            )
         })
     }
 
@@ -90,18 +91,27 @@ impl RawFields {
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
         headers.reserve(self.spans.len());
         for s in &self.spans {
-            let name = &self.head[s.name.0 as usize..(s.name.0 + s.name.1) as usize];
-            let value = self
-                .head
-                .slice(s.value.0 as usize..(s.value.0 + s.value.1) as usize);
-            if let (Ok(name), Ok(value)) = (
+            let name = &self.head[range(s.name)];
+            let value = self.head.slice(range(s.value));
+            match (
                 HeaderName::from_bytes(name),
                 HeaderValue::from_maybe_shared(value),
             ) {
-                headers.append(name, value);
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => tracing::debug!(
+                    name = %String::from_utf8_lossy(name),
+                    "Upstream response field the parser passed but the http types refuse; dropped."
+                ),
             }
         }
     }
+}
+
+/// The bytes of a name or value in the head.
+fn range((start, len): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..(start + len) as usize
 }
 
 #[cfg(test)]

@@ -82,6 +82,19 @@ pub(crate) fn field_name(raw: &[u8]) -> Result<(HeaderName, Known), InvalidHeade
     })
 }
 
+/// `1*DIGIT` (RFC 9110 §8.6), as a number that fits in 63 bits: a
+/// `Content-Length` or chunk count no real message comes near.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,8 +27,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
+use super::decimal;
 use super::decode::Decoder;
-use crate::headers::{CONNECTION_AT, Known, Present, TE_AT, TRANSFER_ENCODING_AT};
+use crate::headers::{CONNECTION_AT, Known, Present, TE_AT, TRANSFER_ENCODING_AT, list_items};
 
 /// Request headers a head may carry at most, whatever `--max-headers` says
 /// (the parser's slots live on the stack).
@@ -209,7 +210,7 @@ impl Fields {
             self.length = decimal(value);
         } else if known == Known::HopByHop(TRANSFER_ENCODING_AT) {
             self.encodings += 1;
-            for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for coding in list_items(value) {
                 if coding.is_empty() {
                     continue;
                 }
@@ -222,7 +223,7 @@ impl Fields {
                 }
             }
         } else if known == Known::HopByHop(CONNECTION_AT) {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in list_items(value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     self.close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -234,9 +235,7 @@ impl Fields {
             // passed on and ignored, as hyper and nginx do.
             self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if known == Known::HopByHop(TE_AT) {
-            self.trailers |= value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+            self.trailers |= list_items(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         }
     }
 
@@ -289,18 +288,6 @@ impl Fields {
             )),
         }
     }
-}
-
-/// `1*DIGIT` (RFC 9110 §8.6), as a number that fits in 63 bits.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
 }
 
 #[cfg(test)]

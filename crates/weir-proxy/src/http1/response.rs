@@ -20,7 +20,7 @@ use http::{Method, StatusCode, Version, response};
 use hyper::body::SizeHint;
 
 use super::fields::RawFields;
-use crate::headers::{Known, X_REQUEST_ID};
+use crate::headers::{Known, X_REQUEST_ID, list_items};
 
 /// What the head's encoding needs to know of the request it answers.
 #[derive(Debug, Clone, Copy)]
@@ -243,12 +243,8 @@ fn decimal(n: u64, out: &mut Vec<u8>) {
 /// repeated (RFC 9110 §8.6).
 fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
-    for item in value.split(|b| *b == b',') {
-        let item = item.trim_ascii();
-        if item.is_empty() || item.len() > 18 || !item.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    for item in list_items(value) {
+        let n = super::decimal(item)?;
         if length.is_some_and(|l| l != n) {
             return None;
         }

@@ -176,6 +176,7 @@ where
                 return conn.close(false).await;
             }
             Next::Refused(refusal) => {
+                tracing::debug!(peer = %info.peer, status = refusal.status.as_u16(), code = refusal.code, "Request head refused; connection closed.");
                 let answer = proxy.refuse(refusal.status, refusal.code, refusal.message);
                 let to = Answering {
                     head: false,
